@@ -1,0 +1,181 @@
+//! Settings, from the environment or from command-line flags of the same name
+//! (`LISTEN_ADDR` / `--listen-addr`); a flag wins over the environment.
+//!
+//! Parsing happens before any port is bound or file is opened: a malformed value stops the
+//! process with exit status 2 and one line that names the setting.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use clap::{Args, Parser, ValueEnum};
+
+/// Settings every server has. Flattened into each service's own settings struct.
+#[derive(Args, Debug, Clone)]
+pub struct ServerConfig {
+    /// gRPC listen address (the default depends on the service).
+    #[arg(long, env = "LISTEN_ADDR")]
+    pub listen_addr: SocketAddr,
+
+    /// HTTP address serving Prometheus text at /metrics (the default depends on the service).
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: SocketAddr,
+
+    /// How long calls in flight may run after SIGTERM/SIGINT before the process exits anyway.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Largest request or response message, in bytes.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = parse_log_filter)]
+    pub rust_log: String,
+
+    /// `text` for people, `json` for one JSON object per line.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// OTLP/gRPC collector, `http://host:port`; unset means no span export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = parse_http_url)]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+
+    /// `service.name` of the exported telemetry; defaults to the binary name.
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub otel_service_name: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where a service keeps its data: the `DATABASE_URL` setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `sqlite://PATH`: an embedded database file, created (with its directory) if missing.
+    Sqlite(PathBuf),
+    /// `postgres://...` or `postgresql://...`, kept whole for the driver.
+    Postgres(String),
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or_default();
+            if path.is_empty() {
+                return Err("expected sqlite://PATH with a file path".into());
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_owned()));
+        }
+        Err("expected sqlite://PATH or postgres://...".into())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    /// Never prints a PostgreSQL password: this is what goes into logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Postgres(url) => {
+                let host = url.rsplit('@').next().unwrap_or(url);
+                let host = host.trim_start_matches("postgresql://").trim_start_matches("postgres://");
+                write!(f, "postgres://{host}")
+            }
+        }
+    }
+}
+
+/// Per-binary defaults of the settings whose default differs between services.
+pub struct Defaults {
+    pub listen_addr: &'static str,
+    pub metrics_addr: &'static str,
+}
+
+/// Parses the settings of a binary, or exits with status 2 and one line naming the bad one.
+///
+/// `--help` and `--version` print and exit 0, as usual.
+pub fn parse_or_exit<T: Parser>(defaults: Defaults) -> T {
+    let command = T::command()
+        .mut_arg("listen_addr", |arg| arg.default_value(defaults.listen_addr))
+        .mut_arg("metrics_addr", |arg| arg.default_value(defaults.metrics_addr));
+    let parsed = command
+        .try_get_matches()
+        .and_then(|mut matches| T::from_arg_matches_mut(&mut matches));
+    match parsed {
+        Ok(config) => config,
+        Err(error) if !error.use_stderr() => error.exit(),
+        Err(error) => {
+            let rendered = error.render().to_string();
+            let line = rendered.lines().next().unwrap_or("error: invalid configuration");
+            eprintln!("{line}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// `10s`, `500ms`, `1m`: durations as people write them.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn parse_log_filter(text: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_http_url(text: &str) -> Result<String, String> {
+    let uri: http::Uri = text.parse().map_err(|e: http::uri::InvalidUri| e.to_string())?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(_)) => Ok(text.to_owned()),
+        _ => Err("expected http://host:port or https://host:port".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_url_keeps_relative_and_absolute_paths() {
+        assert_eq!(
+            "sqlite://data/user.db".parse(),
+            Ok(DatabaseUrl::Sqlite("data/user.db".into()))
+        );
+        assert_eq!(
+            "sqlite:///var/lib/x.db?mode=rwc".parse(),
+            Ok(DatabaseUrl::Sqlite("/var/lib/x.db".into()))
+        );
+    }
+
+    #[test]
+    fn database_url_rejects_other_schemes_and_empty_paths() {
+        assert!("mysql://x".parse::<DatabaseUrl>().is_err());
+        assert!("sqlite://".parse::<DatabaseUrl>().is_err());
+        assert!("data/user.db".parse::<DatabaseUrl>().is_err());
+    }
+
+    #[test]
+    fn postgres_url_hides_credentials_when_displayed() {
+        let url: DatabaseUrl = "postgres://app:secret@db:5432/orders".parse().unwrap();
+        assert_eq!(url.to_string(), "postgres://db:5432/orders");
+    }
+
+    #[test]
+    fn durations_and_urls_parse_as_people_write_them() {
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_http_url("http://collector:4317").is_ok());
+        assert!(parse_http_url("collector:4317").is_err());
+    }
+}

@@ -1,0 +1,29 @@
+//! The shared runtime of the Meshwork services. Each service binary is its domain (handlers
+//! and storage) plus one call into this crate; everything cross-cutting is written here once.
+//!
+//! - [`proto`]: the generated messages, servers and clients of `proto/`, and the descriptor
+//!   set that reflection serves.
+//! - [`config`]: settings from the environment and command-line flags, parsed before any port
+//!   is bound; a bad value exits with status 2 and a one-line error naming the setting.
+//! - [`telemetry`]: logging (`RUST_LOG`, `LOG_FORMAT=json`).
+//! - [`server`]: bootstrap of one gRPC server: health, reflection, the tower layer stack, and
+//!   a graceful drain on SIGTERM/SIGINT.
+//! - [`shutdown`]: the signal that starts the drain, shared with long-lived streams.
+//! - [`status_codes`]: the tower layer that makes tonic's own error answers follow gRPC's
+//!   status-code spec.
+//! - [`error`]: [`error::ApiError`], the one mapping from domain failures to `tonic::Status`
+//!   with `google.rpc` error details.
+//! - [`pagination`]: AIP-158 page sizes and opaque page tokens.
+//! - [`database`]: opening the configured database and running embedded migrations.
+//! - [`time`]: conversion between stored times and `google.protobuf.Timestamp`.
+
+pub mod config;
+pub mod database;
+pub mod error;
+pub mod pagination;
+pub mod proto;
+pub mod server;
+pub mod shutdown;
+pub mod status_codes;
+pub mod telemetry;
+pub mod time;

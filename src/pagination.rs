@@ -1,0 +1,133 @@
+//! AIP-158 pagination: page sizes and opaque page tokens.
+//!
+//! Lists are ordered by id. Ids are UUIDv7 (time-ordered, unique), so "the rows after the
+//! last id seen" is a stable cursor: walking the pages never shows a row twice or skips
+//! one that existed when the walk began. The token is that cursor plus the list's filter,
+//! base64-encoded: callers must treat it as opaque, and a token from a differently
+//! filtered list is refused instead of silently giving a wrong page.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+
+use crate::error::FieldViolations;
+
+/// What `page_size = 0` means.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+/// Larger page sizes are lowered to this.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+const TOKEN_VERSION: &str = "v1";
+
+/// A parsed page request: how many rows, after which id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// Rows on this page, 1..=MAX_PAGE_SIZE.
+    pub size: u32,
+    /// Return rows whose id sorts after this one; `None` for the first page.
+    pub after: Option<String>,
+}
+
+impl PageRequest {
+    /// Parses `page_size` and `page_token` of a list request whose filter is `filter`
+    /// (e.g. the `user_id` of ListOrders; `""` when the list has none). Bad fields are
+    /// recorded in `violations`.
+    pub fn parse(
+        page_size: i32,
+        page_token: &str,
+        filter: &str,
+        violations: &mut FieldViolations,
+    ) -> Option<Self> {
+        let size = violations.check("page_size", page_size_of(page_size));
+        let after = violations.check("page_token", cursor_of(page_token, filter));
+        Some(Self {
+            size: size?,
+            after: after?,
+        })
+    }
+
+    /// Number of rows to fetch: one more than the page, to learn whether another follows.
+    pub fn fetch_limit(&self) -> i64 {
+        i64::from(self.size) + 1
+    }
+
+    /// Cuts the fetched rows to the page and makes the `next_page_token` ("" at the end).
+    pub fn finish<T>(&self, mut rows: Vec<T>, filter: &str, id: impl Fn(&T) -> &str) -> (Vec<T>, String) {
+        if rows.len() <= self.size as usize {
+            return (rows, String::new());
+        }
+        rows.truncate(self.size as usize);
+        let last = rows.last().map(&id).unwrap_or_default();
+        let token = encode_token(filter, last);
+        (rows, token)
+    }
+}
+
+fn page_size_of(requested: i32) -> Result<u32, String> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if n < 0 => Err("must not be negative".into()),
+        n => Ok((n as u32).min(MAX_PAGE_SIZE)),
+    }
+}
+
+fn cursor_of(token: &str, filter: &str) -> Result<Option<String>, String> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || "is not a page token of this list".to_string();
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let mut parts = text.splitn(3, '\n');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(TOKEN_VERSION), Some(token_filter), Some(after)) if token_filter == filter && !after.is_empty() => {
+            Ok(Some(after.to_owned()))
+        }
+        _ => Err(invalid()),
+    }
+}
+
+fn encode_token(filter: &str, after: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{TOKEN_VERSION}\n{filter}\n{after}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(size: i32, token: &str, filter: &str) -> Result<PageRequest, Vec<String>> {
+        let mut violations = FieldViolations::new();
+        let page = PageRequest::parse(size, token, filter, &mut violations);
+        match page {
+            Some(page) if violations.is_empty() => Ok(page),
+            _ => Err(violations.fields().map(str::to_owned).collect()),
+        }
+    }
+
+    #[test]
+    fn page_size_zero_is_default_and_large_is_capped() {
+        assert_eq!(parse(0, "", "").unwrap().size, DEFAULT_PAGE_SIZE);
+        assert_eq!(parse(7, "", "").unwrap().size, 7);
+        assert_eq!(parse(i32::MAX, "", "").unwrap().size, MAX_PAGE_SIZE);
+    }
+
+    #[test]
+    fn negative_size_and_garbage_token_are_both_reported() {
+        assert_eq!(parse(-1, "%%%", ""), Err(vec!["page_size".into(), "page_token".into()]));
+    }
+
+    #[test]
+    fn token_round_trips_only_for_the_same_filter() {
+        let page = parse(2, "", "user-1").unwrap();
+        let (rows, token) = page.finish(vec!["a", "b", "c"], "user-1", |s| s);
+        assert_eq!(rows, ["a", "b"]);
+        assert_eq!(parse(2, &token, "user-1").unwrap().after.as_deref(), Some("b"));
+        assert_eq!(parse(2, &token, "user-2"), Err(vec!["page_token".into()]));
+    }
+
+    #[test]
+    fn last_page_has_empty_token() {
+        let page = parse(3, "", "").unwrap();
+        let (rows, token) = page.finish(vec!["a", "b", "c"], "", |s| s);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(token, "");
+    }
+}
