@@ -41,7 +41,7 @@ pub struct ServerConfig {
 
     /// `service.name` of the exported telemetry; defaults to the binary name.
     #[arg(long, env = "OTEL_SERVICE_NAME")]
-    pub otel_service_name: Option<String>,
+    pub otel_service_name: String,
 }
 
 /// How log lines are written.
@@ -87,7 +87,9 @@ impl fmt::Display for DatabaseUrl {
             Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
             Self::Postgres(url) => {
                 let host = url.rsplit('@').next().unwrap_or(url);
-                let host = host.trim_start_matches("postgresql://").trim_start_matches("postgres://");
+                let host = host
+                    .trim_start_matches("postgresql://")
+                    .trim_start_matches("postgres://");
                 write!(f, "postgres://{host}")
             }
         }
@@ -96,6 +98,8 @@ impl fmt::Display for DatabaseUrl {
 
 /// Per-binary defaults of the settings whose default differs between services.
 pub struct Defaults {
+    /// The binary's name: the default `OTEL_SERVICE_NAME`.
+    pub name: &'static str,
     pub listen_addr: &'static str,
     pub metrics_addr: &'static str,
 }
@@ -105,8 +109,15 @@ pub struct Defaults {
 /// `--help` and `--version` print and exit 0, as usual.
 pub fn parse_or_exit<T: Parser>(defaults: Defaults) -> T {
     let command = T::command()
-        .mut_arg("listen_addr", |arg| arg.default_value(defaults.listen_addr))
-        .mut_arg("metrics_addr", |arg| arg.default_value(defaults.metrics_addr));
+        .mut_arg("listen_addr", |arg| {
+            arg.required(false).default_value(defaults.listen_addr)
+        })
+        .mut_arg("metrics_addr", |arg| {
+            arg.required(false).default_value(defaults.metrics_addr)
+        })
+        .mut_arg("otel_service_name", |arg| {
+            arg.required(false).default_value(defaults.name)
+        });
     let parsed = command
         .try_get_matches()
         .and_then(|mut matches| T::from_arg_matches_mut(&mut matches));
@@ -114,12 +125,21 @@ pub fn parse_or_exit<T: Parser>(defaults: Defaults) -> T {
         Ok(config) => config,
         Err(error) if !error.use_stderr() => error.exit(),
         Err(error) => {
-            let rendered = error.render().to_string();
-            let line = rendered.lines().next().unwrap_or("error: invalid configuration");
-            eprintln!("{line}");
+            eprintln!("{}", one_line(&error.render().to_string()));
             std::process::exit(2);
         }
     }
+}
+
+/// clap's message without its usage hints, on one line.
+fn one_line(rendered: &str) -> String {
+    rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `10s`, `500ms`, `1m`: durations as people write them.

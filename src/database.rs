@@ -25,7 +25,13 @@ pub fn migrator(migrations: &[EmbeddedMigration]) -> Migrator {
         migrations
             .iter()
             .map(|&(version, description, sql)| {
-                Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, sql.into_sql_str(), false)
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
             })
             .collect(),
     )
@@ -36,6 +42,8 @@ pub fn migrator(migrations: &[EmbeddedMigration]) -> Migrator {
 pub enum OpenError {
     #[error("cannot create the directory of {path}: {source}")]
     CreateDir { path: String, source: std::io::Error },
+    #[error("{0} is not supported by this build")]
+    Unsupported(String),
     #[error("cannot open {path}: {source}")]
     Connect { path: String, source: sqlx::Error },
     #[error("cannot migrate {path}: {source}")]
@@ -76,4 +84,13 @@ pub async fn open_sqlite(path: &Path, migrations: &[EmbeddedMigration]) -> Resul
         .await
         .map_err(|source| OpenError::Migrate { path: shown, source })?;
     Ok(pool)
+}
+
+/// Whether a driver error is about reaching the database (worth a retry, answered
+/// `UNAVAILABLE`) rather than about the statement.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed
+    ) || matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("5")) // SQLITE_BUSY
 }

@@ -21,22 +21,13 @@ pub enum ApiError {
     NotFound { resource: &'static str, id: String },
     /// The resource (or a unique field of it) exists already.
     #[error("{message}")]
-    AlreadyExists {
-        reason: &'static str,
-        message: String,
-    },
+    AlreadyExists { reason: &'static str, message: String },
     /// The system is not in the state the call needs (AIP-193 `FAILED_PRECONDITION`).
     #[error("{message}")]
-    FailedPrecondition {
-        reason: &'static str,
-        message: String,
-    },
+    FailedPrecondition { reason: &'static str, message: String },
     /// A dependency cannot be reached; the caller may retry with backoff.
     #[error("{message}")]
-    Unavailable {
-        reason: &'static str,
-        message: String,
-    },
+    Unavailable { reason: &'static str, message: String },
     /// The caller's deadline passed before the work was done.
     #[error("deadline exceeded")]
     DeadlineExceeded,
@@ -79,6 +70,13 @@ impl ApiError {
         details.set_error_info(reason, domain, HashMap::new());
         Status::with_error_details(code, message, details)
     }
+}
+
+/// A handler's answer: the response, or the error as the `Status` of service `domain`.
+pub fn respond<T>(domain: &str, result: Result<T, ApiError>) -> Result<tonic::Response<T>, Status> {
+    result
+        .map(tonic::Response::new)
+        .map_err(|error| error.into_status(domain))
 }
 
 /// Every bad field of one request, by its path in the request (`email`, `user.email`,
@@ -165,8 +163,8 @@ mod tests {
 
     #[test]
     fn internal_errors_do_not_leak_their_cause() {
-        let status = ApiError::internal("UNIQUE constraint failed: users.email")
-            .into_status("user.v1.UserService");
+        let status =
+            ApiError::internal("UNIQUE constraint failed: users.email").into_status("user.v1.UserService");
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "internal error");
     }

@@ -78,7 +78,9 @@ fn cursor_of(token: &str, filter: &str) -> Result<Option<String>, String> {
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let mut parts = text.splitn(3, '\n');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(TOKEN_VERSION), Some(token_filter), Some(after)) if token_filter == filter && !after.is_empty() => {
+        (Some(TOKEN_VERSION), Some(token_filter), Some(after))
+            if token_filter == filter && !after.is_empty() =>
+        {
             Ok(Some(after.to_owned()))
         }
         _ => Err(invalid()),
@@ -111,7 +113,10 @@ mod tests {
 
     #[test]
     fn negative_size_and_garbage_token_are_both_reported() {
-        assert_eq!(parse(-1, "%%%", ""), Err(vec!["page_size".into(), "page_token".into()]));
+        assert_eq!(
+            parse(-1, "%%%", ""),
+            Err(vec!["page_size".into(), "page_token".into()])
+        );
     }
 
     #[test]

@@ -22,5 +22,4 @@ pub mod order {
 }
 
 /// Every file of `proto/` with its imports, encoded as a `FileDescriptorSet`, for reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/meshwork_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/meshwork_descriptor.bin"));

@@ -16,11 +16,18 @@ use tower::ServiceBuilder;
 
 use crate::{config::ServerConfig, proto, status_codes::SpecStatusCodesLayer};
 
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
+
 /// Why a server stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot bind {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("transport: {0}")]
@@ -100,10 +107,16 @@ pub async fn serve(
 
     // Both reflection versions: grpcurl before 1.8.8 only speaks v1alpha. The health
     // descriptors are registered too, or grpcurl cannot call Health/Check by reflection.
+    // Only the services this binary serves are listed, though every proto file is known.
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
+        let builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        services
+            .health_names
+            .iter()
+            .chain(&[HEALTH_SERVICE, REFLECTION_V1, REFLECTION_V1ALPHA])
+            .fold(builder, |builder, name| builder.with_service_name(*name))
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;

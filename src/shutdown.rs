@@ -21,8 +21,10 @@ pub fn on_signal() -> CancellationToken {
 #[cfg(unix)]
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler succeeds once per process");
-    let mut interrupt = signal(SignalKind::interrupt()).expect("installing a SIGINT handler succeeds once per process");
+    let mut terminate =
+        signal(SignalKind::terminate()).expect("installing a SIGTERM handler succeeds once per process");
+    let mut interrupt =
+        signal(SignalKind::interrupt()).expect("installing a SIGINT handler succeeds once per process");
     tokio::select! {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}

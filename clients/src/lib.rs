@@ -1,1 +1,30 @@
+//! Clients of the Meshwork services, for any Rust caller (the Order service uses it to
+//! call User).
+//!
+//! - the generated typed clients, re-exported: [`HelloServiceClient`], [`UserServiceClient`],
+//!   [`OrderServiceClient`];
+//! - [`target`]: where a service is (`http://host:port`, a comma-separated list, or
+//!   `dns:///name:port`);
+//! - [`channel`]: [`connect`], the one place a client channel is built: endpoints,
+//!   balancing, timeouts, keepalive;
+//! - [`deadline`]: passing a caller's remaining deadline on to the next hop.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use meshwork_clients::{connect, ChannelOptions, UserServiceClient};
+//! let channel = connect(&"http://127.0.0.1:50052".parse()?, &ChannelOptions::default());
+//! let mut users = UserServiceClient::new(channel);
+//! # Ok(()) }
+//! ```
 
+pub mod channel;
+pub mod deadline;
+pub mod target;
+
+pub use channel::{ChannelOptions, connect};
+pub use meshwork::proto;
+pub use meshwork::proto::{
+    hello::v1::hello_service_client::HelloServiceClient, order::v1::order_service_client::OrderServiceClient,
+    user::v1::user_service_client::UserServiceClient,
+};
+pub use target::Target;

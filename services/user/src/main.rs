@@ -1,1 +1,56 @@
-fn main(){}
+//! `user-service`: serves `user.v1.UserService`.
+//!
+//! - `domain.rs`: the user and the parsed, valid forms of each request.
+//! - `api.rs`: the gRPC handlers: wire type → domain type → store → wire type.
+//! - `store/`: the [`store::UserStore`] trait and its SQLite implementation.
+
+mod api;
+mod domain;
+mod store;
+
+use std::{process::ExitCode, sync::Arc};
+
+use clap::Parser;
+use meshwork::{
+    config::{self, DatabaseUrl, Defaults, ServerConfig},
+    proto::user::v1::user_service_server::UserServiceServer,
+    server::{self, GrpcServices},
+    shutdown, telemetry,
+};
+
+/// Settings of user-service (environment variables or flags).
+#[derive(Parser, Debug)]
+#[command(name = "user-service", version, about = "user.v1.UserService over gRPC")]
+struct Config {
+    #[command(flatten)]
+    server: ServerConfig,
+
+    /// `sqlite://PATH` (created if missing) or `postgres://...`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/user.db")]
+    database_url: DatabaseUrl,
+}
+
+const DEFAULTS: Defaults = Defaults {
+    name: "user-service",
+    listen_addr: "0.0.0.0:50052",
+    metrics_addr: "0.0.0.0:9102",
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config: Config = config::parse_or_exit(DEFAULTS);
+    let _telemetry = telemetry::init(&config.server);
+    let shutdown = shutdown::on_signal();
+
+    let store = match store::open(&config.database_url).await {
+        Ok(store) => store,
+        Err(error) => {
+            tracing::error!(%error, database = %config.database_url, "cannot open the database");
+            return ExitCode::FAILURE;
+        }
+    };
+    let users = UserServiceServer::new(api::UserApi::new(Arc::from(store)))
+        .max_decoding_message_size(config.server.max_message_bytes)
+        .max_encoding_message_size(config.server.max_message_bytes);
+    server::run(&config.server, GrpcServices::new(users), shutdown).await
+}

@@ -1,0 +1,94 @@
+//! Where orders are kept: the [`OrderStore`] trait, one implementation per backend.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use meshwork::{config::DatabaseUrl, database::OpenError, error::ApiError};
+
+use crate::domain::Order;
+
+/// What an insert did.
+#[derive(Debug)]
+pub enum Inserted {
+    /// The order is new.
+    Created,
+    /// An order with the same `request_id` existed already: this one.
+    Existing(Order),
+}
+
+/// The storage the handlers need, in domain terms.
+#[async_trait]
+pub trait OrderStore: Send + Sync + 'static {
+    /// Stores `order` unless one with the same `request_id` exists (the database enforces
+    /// this, so concurrent calls with one key create one order).
+    async fn insert(&self, order: &Order, request_id: Option<&str>) -> Result<Inserted, StoreError>;
+    /// The order first created with this idempotency key, if any.
+    async fn find_by_request_id(&self, request_id: &str) -> Result<Option<Order>, StoreError>;
+    /// The order with this id.
+    async fn get(&self, id: &str) -> Result<Order, StoreError>;
+    /// Up to `limit` orders ordered by id, after `after`, of `user_id` when given.
+    async fn list(
+        &self,
+        user_id: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Order>, StoreError>;
+    /// Cancels a pending order at time `now` and returns it.
+    async fn cancel(&self, id: &str, now: i64) -> Result<Order, StoreError>;
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("order not found")]
+    NotFound,
+    #[error("order already cancelled")]
+    AlreadyCancelled,
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("stored order {0} is corrupt: {1}")]
+    Corrupt(String, String),
+}
+
+impl StoreError {
+    fn from_sqlx(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::RowNotFound => Self::NotFound,
+            _ if meshwork::database::is_transient(&error) => Self::Unavailable(error),
+            _ => Self::Database(error),
+        }
+    }
+
+    /// The caller's view of this failure, for an order named `id`.
+    pub fn into_api(self, id: &str) -> ApiError {
+        match self {
+            Self::NotFound => ApiError::NotFound {
+                resource: "order",
+                id: id.to_owned(),
+            },
+            Self::AlreadyCancelled => ApiError::FailedPrecondition {
+                reason: "ORDER_ALREADY_CANCELLED",
+                message: format!("order {id:?} is already cancelled"),
+            },
+            Self::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "database unavailable");
+                ApiError::Unavailable {
+                    reason: "DATABASE_UNAVAILABLE",
+                    message: "the order database is unavailable; retry later".into(),
+                }
+            }
+            Self::Database(cause) => ApiError::internal(cause),
+            corrupt @ Self::Corrupt(..) => ApiError::internal(corrupt),
+        }
+    }
+}
+
+/// Opens the store `url` names, migrated and ready.
+pub async fn open(url: &DatabaseUrl) -> Result<Box<dyn OrderStore>, OpenError> {
+    match url {
+        DatabaseUrl::Sqlite(path) => Ok(Box::new(sqlite::SqliteOrderStore::open(path).await?)),
+        DatabaseUrl::Postgres(_) => Err(OpenError::Unsupported("postgres".into())),
+    }
+}

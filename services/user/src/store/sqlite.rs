@@ -1,0 +1,107 @@
+//! [`UserStore`] on SQLite.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use meshwork::database::{self, EmbeddedMigration, OpenError};
+use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
+
+use super::{StoreError, UserStore};
+use crate::domain::{User, UserChanges};
+
+const MIGRATIONS: &[EmbeddedMigration] = &[(
+    1,
+    "create users",
+    include_str!("../../migrations/sqlite/0001_create_users.sql"),
+)];
+
+pub struct SqliteUserStore {
+    pool: SqlitePool,
+}
+
+impl SqliteUserStore {
+    pub async fn open(path: &Path) -> Result<Self, OpenError> {
+        let pool = database::open_sqlite(path, MIGRATIONS).await?;
+        Ok(Self { pool })
+    }
+}
+
+const COLUMNS: &str = "id, name, email, create_time, update_time";
+
+fn user_from(row: SqliteRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        email: row.try_get("email")?,
+        create_time: row.try_get("create_time")?,
+        update_time: row.try_get("update_time")?,
+    })
+}
+
+#[async_trait]
+impl UserStore for SqliteUserStore {
+    async fn create(&self, user: &User) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO users (id, name, email, create_time, update_time) VALUES (?, ?, ?, ?, ?)")
+            .bind(&user.id)
+            .bind(&user.name)
+            .bind(&user.email)
+            .bind(user.create_time)
+            .bind(user.update_time)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> Result<User, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        user_from(row).map_err(StoreError::from_sqlx)
+    }
+
+    async fn list(&self, after: Option<&str>, limit: i64) -> Result<Vec<User>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE id > ? ORDER BY id LIMIT ?");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(after.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        rows.into_iter()
+            .map(user_from)
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::from_sqlx)
+    }
+
+    async fn update(&self, changes: &UserChanges, now: i64) -> Result<User, StoreError> {
+        let sql = format!(
+            "UPDATE users SET name = COALESCE(?, name), email = COALESCE(?, email), update_time = ? \
+             WHERE id = ? RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(changes.name.as_ref().map(|n| n.as_str()))
+            .bind(changes.email.as_ref().map(|e| e.as_str()))
+            .bind(now)
+            .bind(changes.id.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        user_from(row).map_err(StoreError::from_sqlx)
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        let deleted = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        match deleted.rows_affected() {
+            0 => Err(StoreError::NotFound),
+            _ => Ok(()),
+        }
+    }
+}
