@@ -9,8 +9,8 @@
 //! - [`server`]: bootstrap of one gRPC server: health, reflection, the tower layer stack, and
 //!   a graceful drain on SIGTERM/SIGINT.
 //! - [`shutdown`]: the signal that starts the drain, shared with long-lived streams.
-//! - [`status_codes`]: the tower layer that makes tonic's own error answers follow gRPC's
-//!   status-code spec.
+//! - [`layers`]: the server's cross-cutting concerns, one tower layer each (deadlines,
+//!   status codes, ...).
 //! - [`error`]: [`error::ApiError`], the one mapping from domain failures to `tonic::Status`
 //!   with `google.rpc` error details.
 //! - [`pagination`]: AIP-158 page sizes and opaque page tokens.
@@ -20,10 +20,10 @@
 pub mod config;
 pub mod database;
 pub mod error;
+pub mod layers;
 pub mod pagination;
 pub mod proto;
 pub mod server;
 pub mod shutdown;
-pub mod status_codes;
 pub mod telemetry;
 pub mod time;

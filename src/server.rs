@@ -1,20 +1,31 @@
 //! Bootstrap of one gRPC server, the same for every service: the service's own routes plus
 //! `grpc.health.v1.Health` and reflection (v1 and v1alpha), behind one tower layer stack,
 //! draining gracefully when the shutdown token is cancelled.
+//!
+//! The accept loop is ours (hyper's HTTP/2 server, as tonic's own `Server` uses), not
+//! `tonic::transport::Server`: tonic puts its deadline and error handling *outside* any
+//! layer a user adds, answering an expired deadline with `CANCELLED` where gRPC says
+//! `DEADLINE_EXCEEDED`. Owning the loop puts every concern in the one stack below.
 
-use std::{net::SocketAddr, process::ExitCode, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, process::ExitCode, time::Duration};
 
+use http::{Request, Response};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+    service::TowerToHyperService,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::{
-    server::NamedService,
-    service::Routes,
-    transport::{Server, server::TcpIncoming},
-};
+use tonic::{body::Body, server::NamedService, service::Routes, transport::server::TcpConnectInfo};
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tower::ServiceBuilder;
+use tower::{Service, ServiceBuilder, ServiceExt};
 
-use crate::{config::ServerConfig, proto, status_codes::SpecStatusCodesLayer};
+use crate::{
+    config::ServerConfig,
+    layers::{DeadlineLayer, SpecStatusCodesLayer},
+    proto,
+};
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
@@ -30,8 +41,6 @@ pub enum ServeError {
     },
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    #[error("transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
 }
 
 /// The gRPC services one binary serves, and the health names they answer to.
@@ -44,11 +53,8 @@ impl GrpcServices {
     /// Starts with one service; its full name (`user.v1.UserService`) gets a health status.
     pub fn new<S>(service: S) -> Self
     where
-        S: tower::Service<
-                http::Request<tonic::body::Body>,
-                Response = http::Response<tonic::body::Body>,
-                Error = std::convert::Infallible,
-            > + NamedService
+        S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+            + NamedService
             + Clone
             + Send
             + Sync
@@ -88,73 +94,112 @@ pub async fn run(config: &ServerConfig, services: GrpcServices, shutdown: Cancel
 /// Serves on an already bound listener (tests bind port 0) until `shutdown` is cancelled.
 ///
 /// The drain, in order: health turns `NOT_SERVING` (and health `Watch` streams end), the
-/// listener closes and HTTP/2 GOAWAY refuses new calls, calls in flight run to completion,
-/// bounded by `shutdown_grace`.
+/// listener closes, HTTP/2 GOAWAY refuses new calls on open connections, and calls in
+/// flight run to completion, bounded by `shutdown_grace`.
 pub async fn serve(
     config: &ServerConfig,
     listener: TcpListener,
     services: GrpcServices,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
         addr: config.listen_addr,
         source,
     })?;
-    let (health, health_service) = tonic_health::server::health_reporter();
-    for name in &services.health_names {
-        health.set_service_status(*name, ServingStatus::Serving).await;
+    let health = start_health(&services.health_names).await;
+    let routes = with_standard_services(services.routes, &services.health_names, &health)?;
+
+    // Every call passes through these layers, outermost first.
+    let stack = ServiceBuilder::new()
+        // The caller's grpc-timeout, enforced: DEADLINE_EXCEEDED, and the handler dropped.
+        .layer(DeadlineLayer::new(None))
+        // tonic's own error answers, fixed to gRPC's status-code spec.
+        .layer(SpecStatusCodesLayer)
+        .service(routes);
+
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .adaptive_window(true)
+        .max_concurrent_streams(1024);
+
+    tracing::info!(grpc_addr = %local_addr, "listening");
+    let connections = GracefulShutdown::new();
+    loop {
+        let (stream, remote_addr) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off, do not spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let connect_info = TcpConnectInfo {
+            local_addr: Some(local_addr),
+            remote_addr: Some(remote_addr),
+        };
+        // tonic's `Request::remote_addr()` reads this extension.
+        let service = stack.clone().map_request(move |mut request: Request<_>| {
+            request.extensions_mut().insert(connect_info.clone());
+            request.map(Body::new)
+        });
+        let connection = http2.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        tokio::spawn(connections.watch(connection));
     }
 
-    // Both reflection versions: grpcurl before 1.8.8 only speaks v1alpha. The health
-    // descriptors are registered too, or grpcurl cannot call Health/Check by reflection.
-    // Only the services this binary serves are listed, though every proto file is known.
+    drop(listener);
+    stop_serving(health, &services.health_names).await;
+    tracing::info!(open_connections = connections.count(), "draining");
+    let grace = config.shutdown_grace;
+    if tokio::time::timeout(grace, connections.shutdown()).await.is_err() {
+        tracing::warn!(?grace, "grace period over; exiting with calls still in flight");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A health reporter with every name (and the server as a whole, `""`) `SERVING`: by the
+/// time a server starts, its database is open and migrated.
+async fn start_health(names: &[&'static str]) -> HealthReporter {
+    let (health, _) = tonic_health::server::health_reporter();
+    for name in names {
+        health.set_service_status(*name, ServingStatus::Serving).await;
+    }
+    health
+}
+
+/// Adds health and both reflection versions to a service's routes.
+fn with_standard_services(
+    routes: Routes,
+    names: &[&'static str],
+    health: &HealthReporter,
+) -> Result<Routes, ServeError> {
+    // grpcurl before 1.8.8 only speaks v1alpha. The health descriptors are registered too, or
+    // grpcurl cannot call Health/Check by reflection. Only the services this binary serves
+    // are listed, though every proto file is known.
     let reflection = || {
         let builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-        services
-            .health_names
+        names
             .iter()
             .chain(&[HEALTH_SERVICE, REFLECTION_V1, REFLECTION_V1ALPHA])
             .fold(builder, |builder, name| builder.with_service_name(*name))
     };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-
-    // The layer stack every call passes through, outermost first.
-    let layers = ServiceBuilder::new()
-        // tonic's own error answers, fixed to gRPC's status-code spec.
-        .layer(SpecStatusCodesLayer);
-
-    let router = Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(layers)
-        .add_routes(services.routes)
+    let health_service = tonic_health::pb::health_server::HealthServer::from_arc(std::sync::Arc::new(
+        tonic_health::server::HealthService::from_health_reporter(health.clone()),
+    ));
+    Ok(routes
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
-
-    tracing::info!(grpc_addr = %addr, "listening");
-    let drain_started = {
-        let shutdown = shutdown.clone();
-        let names = services.health_names.clone();
-        async move {
-            shutdown.cancelled().await;
-            stop_serving(health, &names).await;
-        }
-    };
-    let serving = router.serve_with_incoming_shutdown(TcpIncoming::from(listener), drain_started);
-    let grace = config.shutdown_grace;
-    tokio::select! {
-        result = serving => result?,
-        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(?grace, "grace period over; exiting with calls still in flight");
-        }
-    }
-    tracing::info!("stopped");
-    Ok(())
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?))
 }
 
 /// Health turns `NOT_SERVING` for every name; then the statuses are cleared, which ends

@@ -1,12 +1,9 @@
 //! A tower layer that makes tonic's own error answers follow gRPC's status-code spec
-//! (<https://grpc.github.io/grpc/core/md_doc_statuscodes.html>), as grpc-go does:
+//! (<https://grpc.github.io/grpc/core/md_doc_statuscodes.html>), as grpc-go does: a request
+//! message over the size limit is `RESOURCE_EXHAUSTED`, where tonic says `OUT_OF_RANGE`.
 //!
-//! - a request message over the size limit: tonic says `OUT_OF_RANGE`, the spec says
-//!   `RESOURCE_EXHAUSTED`;
-//! - the server-side timeout: tonic says `CANCELLED`, the spec says `DEADLINE_EXCEEDED`.
-//!
-//! Both answers are "trailers-only" responses (the status sits in the response headers),
-//! so the layer only looks at headers and never touches a body.
+//! That answer is "trailers-only" (the status sits in the response headers), so the layer
+//! only looks at headers and never touches a body.
 
 use std::task::{Context, Poll};
 
@@ -58,7 +55,6 @@ fn rewrite_status<Body>(mut response: Response<Body>) -> Response<Body> {
         (Code::OutOfRange, message) if message.starts_with("Error, decoded message length too large") => {
             Code::ResourceExhausted
         }
-        (Code::Cancelled, "Timeout expired") => Code::DeadlineExceeded,
         _ => return response,
     };
     response
@@ -89,12 +85,6 @@ mod tests {
             "Error, decoded message length too large: found 5000000 bytes, the limit is: 4194304 bytes",
         )));
         assert_eq!(code_of(&response), Code::ResourceExhausted);
-    }
-
-    #[test]
-    fn server_timeout_becomes_deadline_exceeded() {
-        let response = rewrite_status(trailers_only(Status::cancelled("Timeout expired")));
-        assert_eq!(code_of(&response), Code::DeadlineExceeded);
     }
 
     #[test]

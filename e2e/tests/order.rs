@@ -1,0 +1,342 @@
+//! order-service as a client sees it, with a real user-service behind it.
+
+use std::collections::HashSet;
+
+use meshwork::proto::{
+    order::v1::{
+        CancelOrderRequest, CreateOrderRequest, GetOrderRequest, ListOrdersRequest, Order, OrderEventType,
+        OrderItem, OrderStatus, WatchOrdersRequest,
+    },
+    user::v1::CreateUserRequest,
+};
+use meshwork_e2e::{Mesh, Spawn, bad_request_fields, error_info, raw::plain_http2};
+use tokio::net::TcpListener;
+use tonic::{Code, transport::Channel};
+
+type Orders = meshwork_clients::OrderServiceClient<Channel>;
+
+async fn new_user(mesh: &Mesh, email: &str) -> String {
+    let request = CreateUserRequest {
+        name: "Buyer".into(),
+        email: email.into(),
+    };
+    let user = mesh
+        .user
+        .users()
+        .await
+        .create_user(request)
+        .await
+        .unwrap()
+        .into_inner();
+    user.user.unwrap().id
+}
+
+fn item(sku: &str, quantity: i32, unit_price_cents: i64) -> OrderItem {
+    OrderItem {
+        sku: sku.into(),
+        quantity,
+        unit_price_cents,
+    }
+}
+
+fn order_of(user_id: &str, request_id: &str) -> CreateOrderRequest {
+    CreateOrderRequest {
+        user_id: user_id.into(),
+        items: vec![item("book", 2, 1250), item("pen", 3, 99)],
+        request_id: request_id.into(),
+    }
+}
+
+async fn create(orders: &mut Orders, request: CreateOrderRequest) -> Result<Order, tonic::Status> {
+    Ok(orders
+        .create_order(request)
+        .await?
+        .into_inner()
+        .order
+        .expect("an order"))
+}
+
+#[tokio::test]
+async fn create_get_list_and_cancel() {
+    let mesh = Mesh::start();
+    let user_id = new_user(&mesh, "buyer@example.com").await;
+    let mut orders = mesh.order.orders().await;
+
+    let order = create(&mut orders, order_of(&user_id, "")).await.unwrap();
+    assert_eq!(
+        order.total_cents,
+        2 * 1250 + 3 * 99,
+        "the server computes the total"
+    );
+    assert_eq!(order.status(), OrderStatus::Pending);
+    assert_eq!(order.user_id, user_id);
+
+    let got = orders
+        .get_order(GetOrderRequest { id: order.id.clone() })
+        .await
+        .unwrap();
+    assert_eq!(got.into_inner().order.as_ref(), Some(&order));
+
+    let cancelled = orders
+        .cancel_order(CancelOrderRequest { id: order.id.clone() })
+        .await
+        .unwrap();
+    let cancelled = cancelled.into_inner().order.unwrap();
+    assert_eq!(cancelled.status(), OrderStatus::Cancelled);
+
+    let again = orders
+        .cancel_order(CancelOrderRequest { id: order.id.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    assert_eq!(error_info(&again).unwrap().0, "ORDER_ALREADY_CANCELLED");
+
+    let unknown = orders
+        .cancel_order(CancelOrderRequest { id: "nope".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    let unknown = orders
+        .get_order(GetOrderRequest { id: "nope".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn an_order_for_an_unknown_user_is_failed_precondition_and_not_stored() {
+    let mesh = Mesh::start();
+    let mut orders = mesh.order.orders().await;
+
+    let error = create(&mut orders, order_of("no-such-user", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert_eq!(
+        error_info(&error),
+        Some(("USER_NOT_FOUND".into(), "order.v1.OrderService".into()))
+    );
+
+    let listed = orders
+        .list_orders(ListOrdersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.orders.is_empty());
+}
+
+#[tokio::test]
+async fn bad_items_are_named_by_path() {
+    let mesh = Mesh::start();
+    let mut orders = mesh.order.orders().await;
+
+    let request = CreateOrderRequest {
+        user_id: "u".into(),
+        items: vec![item("ok", 1, 1), item("", 0, -1)],
+        request_id: String::new(),
+    };
+    let error = create(&mut orders, request).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert_eq!(
+        bad_request_fields(&error),
+        ["items[1].sku", "items[1].quantity", "items[1].unit_price_cents"]
+    );
+
+    let empty = CreateOrderRequest {
+        user_id: "u".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        bad_request_fields(&create(&mut orders, empty).await.unwrap_err()),
+        ["items"]
+    );
+
+    let overflow = CreateOrderRequest {
+        user_id: "u".into(),
+        items: vec![item("gold", i32::MAX, i64::MAX / 2)],
+        request_id: String::new(),
+    };
+    let error = create(&mut orders, overflow).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert_eq!(bad_request_fields(&error), ["items"]);
+}
+
+#[tokio::test]
+async fn a_request_id_creates_one_order_however_often_it_is_sent() {
+    let mesh = Mesh::start();
+    let user_id = new_user(&mesh, "buyer@example.com").await;
+    let mut orders = mesh.order.orders().await;
+
+    let first = create(&mut orders, order_of(&user_id, "req-1")).await.unwrap();
+    let second = create(&mut orders, order_of(&user_id, "req-1")).await.unwrap();
+    assert_eq!(first, second);
+
+    let racers = (0..10).map(|_| {
+        let mut client = orders.clone();
+        let request = order_of(&user_id, "req-2");
+        tokio::spawn(async move { create(&mut client, request).await.unwrap().id })
+    });
+    let mut ids = HashSet::new();
+    for racer in racers {
+        ids.insert(racer.await.unwrap());
+    }
+    assert_eq!(
+        ids.len(),
+        1,
+        "concurrent calls with one request_id share one order"
+    );
+
+    let listed = orders
+        .list_orders(ListOrdersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.orders.len(), 2);
+}
+
+#[tokio::test]
+async fn list_filters_by_user_and_pages() {
+    let mesh = Mesh::start();
+    let ada = new_user(&mesh, "ada@example.com").await;
+    let bob = new_user(&mesh, "bob@example.com").await;
+    let mut orders = mesh.order.orders().await;
+    for _ in 0..5 {
+        create(&mut orders, order_of(&ada, "")).await.unwrap();
+    }
+    create(&mut orders, order_of(&bob, "")).await.unwrap();
+
+    let list = |user_id: &str, page_token: String| ListOrdersRequest {
+        user_id: user_id.into(),
+        page_size: 2,
+        page_token,
+    };
+    let mut seen = 0;
+    let mut token = String::new();
+    loop {
+        let page = orders.list_orders(list(&ada, token)).await.unwrap().into_inner();
+        assert!(page.orders.iter().all(|o| o.user_id == ada));
+        seen += page.orders.len();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        // A token is tied to its filter.
+        let wrong = orders
+            .list_orders(list(&bob, page.next_page_token.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(bad_request_fields(&wrong), ["page_token"]);
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, 5);
+
+    let all = orders
+        .list_orders(ListOrdersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.orders.len(), 6);
+}
+
+#[tokio::test]
+async fn watch_streams_created_and_cancelled_events_of_its_user() {
+    let mesh = Mesh::start();
+    let ada = new_user(&mesh, "ada@example.com").await;
+    let bob = new_user(&mesh, "bob@example.com").await;
+    let mut orders = mesh.order.orders().await;
+
+    create(&mut orders, order_of(&ada, "")).await.unwrap(); // before the watch: not streamed
+    let mut events = orders
+        .watch_orders(WatchOrdersRequest { user_id: ada.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+
+    create(&mut orders, order_of(&bob, "")).await.unwrap();
+    let created = create(&mut orders, order_of(&ada, "")).await.unwrap();
+    orders
+        .cancel_order(CancelOrderRequest {
+            id: created.id.clone(),
+        })
+        .await
+        .unwrap();
+
+    let first = events.message().await.unwrap().expect("a created event");
+    assert_eq!(first.event_type(), OrderEventType::Created);
+    assert_eq!(
+        first.order.unwrap().id,
+        created.id,
+        "no event for changes before the call, or other users"
+    );
+    let second = events.message().await.unwrap().expect("a cancelled event");
+    assert_eq!(second.event_type(), OrderEventType::Cancelled);
+    let cancelled = second.order.unwrap();
+    assert_eq!(
+        (cancelled.status(), cancelled.id),
+        (OrderStatus::Cancelled, created.id)
+    );
+}
+
+#[tokio::test]
+async fn user_service_down_is_unavailable_and_recovers() {
+    let mut mesh = Mesh::start();
+    let user_id = new_user(&mesh, "buyer@example.com").await;
+    let mut orders = mesh.order.orders().await;
+    create(&mut orders, order_of(&user_id, "")).await.unwrap();
+
+    let dir = mesh.user.dir.clone();
+    let addr = mesh.user.grpc_addr;
+    mesh.user.kill();
+    let error = create(&mut orders, order_of(&user_id, "")).await.unwrap_err();
+    assert_eq!(error.code(), Code::Unavailable, "{error:?}");
+
+    // The same user-service comes back on the same address and data: orders work again.
+    let _back = Spawn::new("user-service")
+        .in_dir(dir)
+        .env("LISTEN_ADDR", addr.to_string())
+        .start();
+    meshwork_e2e::eventually("CreateOrder succeeds again", || {
+        let mut orders = orders.clone();
+        let request = order_of(&user_id, "");
+        async move { create(&mut orders, request).await.ok() }
+    })
+    .await;
+}
+
+/// A "User service" that accepts connections and never answers.
+async fn black_hole() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn the_callers_deadline_is_deadline_exceeded_and_a_slow_user_service_unavailable() {
+    let (url, _hole) = black_hole().await;
+    let order = Spawn::new("order-service")
+        .env("USER_SERVICE_URL", url)
+        .env("USER_SERVICE_TIMEOUT", "3s")
+        .start();
+    // A client that sends its deadline but does not enforce it, so the answer seen is the
+    // server's.
+    let mut orders = meshwork_clients::OrderServiceClient::new(plain_http2(order.grpc_addr));
+
+    let mut request = tonic::Request::new(order_of("someone", ""));
+    request.set_timeout(std::time::Duration::from_millis(300));
+    let error = orders.create_order(request).await.unwrap_err();
+    assert_eq!(error.code(), Code::DeadlineExceeded, "{error:?}");
+
+    let fast_cap = Spawn::new("order-service")
+        .env("USER_SERVICE_URL", format!("http://{}", "127.0.0.1:9")) // discard port: nothing listens
+        .env("USER_SERVICE_TIMEOUT", "300ms")
+        .start();
+    let error = create(&mut fast_cap.orders().await, order_of("someone", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::Unavailable);
+}
