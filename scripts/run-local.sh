@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Starts hello-service, user-service and order-service from target/debug on their default
+# ports with embedded SQLite under data/, waits until each reports SERVING, prints grpcurl
+# examples, and stops all three on Ctrl-C. Logs go to .run/<service>.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GRPCURL=.venv/bin/grpcurl
+mkdir -p .run data
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo
+  echo "stopping..."
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+
+for service in hello user order; do
+  target/debug/$service-service >".run/$service.log" 2>&1 &
+  pids+=($!)
+done
+
+# Poll each health service (bounded): a port that is taken or a bad setting shows here.
+for entry in hello:50051:hello.v1.HelloService user:50052:user.v1.UserService order:50053:order.v1.OrderService; do
+  IFS=: read -r service port name <<<"$entry"
+  for _ in $(seq 100); do
+    if $GRPCURL -plaintext -d "{\"service\":\"$name\"}" "localhost:$port" grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING; then
+      echo "$service-service is SERVING on localhost:$port (log: .run/$service.log)"
+      continue 2
+    fi
+    sleep 0.1
+  done
+  echo "$service-service did not become healthy; its log:" >&2
+  cat ".run/$service.log" >&2
+  exit 1
+done
+
+cat <<'TXT'
+
+Try it (from this directory, in another terminal):
+
+  .venv/bin/grpcurl -plaintext localhost:50051 list
+  .venv/bin/grpcurl -plaintext -d '{"name":"Ada"}' localhost:50051 hello.v1.HelloService/SayHello
+  EMAIL="ada.$(date +%s%N)@example.com"
+  USER_ID=$(.venv/bin/grpcurl -plaintext -d "{\"name\":\"Ada\",\"email\":\"$EMAIL\"}" localhost:50052 user.v1.UserService/CreateUser | sed -n 's/^ *"id": "\(.*\)",$/\1/p')
+  .venv/bin/grpcurl -plaintext -d "{\"user_id\":\"$USER_ID\",\"items\":[{\"sku\":\"book\",\"quantity\":2,\"unit_price_cents\":1250}],\"request_id\":\"$EMAIL\"}" localhost:50053 order.v1.OrderService/CreateOrder
+  .venv/bin/grpcurl -plaintext -d '{"page_size":10}' localhost:50053 order.v1.OrderService/ListOrders
+  .venv/bin/grpcurl -plaintext -d '{"service":"user.v1.UserService"}' localhost:50052 grpc.health.v1.Health/Check
+
+Ctrl-C stops all three.
+TXT
+wait -n "${pids[@]}"
+echo "a service exited; see .run/*.log" >&2
