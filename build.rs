@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=proto-vendor");
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
     let mut compiler = protox::Compiler::new(["proto"])?;
@@ -27,6 +28,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::write(
         out_dir.join("meshwork_descriptor.bin"),
         compiler.encode_file_descriptor_set(),
+    )?;
+
+    // The google.rpc error details, for reflection only (tonic-types has the Rust types):
+    // with them grpcurl prints an error's ErrorInfo and BadRequest instead of raw bytes.
+    let mut error_details = protox::Compiler::new(["proto-vendor"])?;
+    error_details.include_imports(true);
+    error_details.open_files(["google/rpc/error_details.proto"])?;
+    fs::write(
+        out_dir.join("error_details_descriptor.bin"),
+        error_details.encode_file_descriptor_set(),
     )?;
 
     tonic_prost_build::configure()

@@ -23,3 +23,8 @@ pub mod order {
 
 /// Every file of `proto/` with its imports, encoded as a `FileDescriptorSet`, for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/meshwork_descriptor.bin"));
+
+/// `google.rpc.ErrorInfo`, `BadRequest` and `ResourceInfo`, encoded, so that reflection
+/// clients can decode the error details we send.
+pub const ERROR_DETAILS_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/error_details_descriptor.bin"));
