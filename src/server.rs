@@ -23,8 +23,9 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::{
     config::ServerConfig,
-    layers::{DeadlineLayer, SpecStatusCodesLayer},
-    proto,
+    layers::{DeadlineLayer, MetricsLayer, ServerTraceLayer, SpecStatusCodesLayer},
+    metrics, proto,
+    telemetry::Telemetry,
 };
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
@@ -68,27 +69,46 @@ impl GrpcServices {
     }
 }
 
-/// Binds `config.listen_addr`, serves until `shutdown` is cancelled, and drains. Used by
-/// every service's `main`: the exit code is what the process should return.
-pub async fn run(config: &ServerConfig, services: GrpcServices, shutdown: CancellationToken) -> ExitCode {
-    let listener = match TcpListener::bind(config.listen_addr).await {
-        Ok(listener) => listener,
-        Err(source) => {
-            let error = ServeError::Bind {
-                addr: config.listen_addr,
-                source,
-            };
-            tracing::error!(%error, "cannot start");
-            return ExitCode::FAILURE;
-        }
-    };
-    match serve(config, listener, services, shutdown).await {
+/// The life of a service process after its own set-up: binds the gRPC and metrics
+/// addresses, serves until `shutdown` is cancelled, drains, and flushes telemetry. Used by
+/// every service's `main`; the exit code is what the process should return.
+pub async fn run(
+    config: &ServerConfig,
+    services: GrpcServices,
+    shutdown: CancellationToken,
+    telemetry: Telemetry,
+) -> ExitCode {
+    let result = bind_and_serve(config, services, shutdown).await;
+    telemetry.shutdown().await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "server failed");
+            tracing::error!(%error, "cannot serve");
             ExitCode::FAILURE
         }
     }
+}
+
+async fn bind_and_serve(
+    config: &ServerConfig,
+    services: GrpcServices,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let bind = |addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })
+    };
+    let grpc = bind(config.listen_addr).await?;
+    let metrics = bind(config.metrics_addr).await?;
+    let metrics_addr = metrics.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.metrics_addr,
+        source,
+    })?;
+    tracing::info!(%metrics_addr, "serving /metrics");
+    // Scrapes go on during the drain; the task ends with the process.
+    tokio::spawn(metrics::serve(metrics));
+    serve(config, grpc, services, shutdown).await
 }
 
 /// Serves on an already bound listener (tests bind port 0) until `shutdown` is cancelled.
@@ -111,6 +131,10 @@ pub async fn serve(
 
     // Every call passes through these layers, outermost first.
     let stack = ServiceBuilder::new()
+        // One span per call (parent: the caller's traceparent), and the access-log line.
+        .layer(ServerTraceLayer)
+        // grpc_server_* golden signals. Inside the span, so both see the same final code.
+        .layer(MetricsLayer::server())
         // The caller's grpc-timeout, enforced: DEADLINE_EXCEEDED, and the handler dropped.
         .layer(DeadlineLayer::new(None))
         // tonic's own error answers, fixed to gRPC's status-code spec.

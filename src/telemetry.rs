@@ -1,33 +1,195 @@
-//! Logging: `RUST_LOG` filters, `LOG_FORMAT=json` writes one JSON object per line.
+//! Logs and traces.
+//!
+//! - Logs: `RUST_LOG` filters, `LOG_FORMAT=json` writes one JSON object per line. Every line
+//!   written inside a call starts with the call's `trace_id` and `span_id`, so a log search
+//!   finds the trace and a trace finds its logs.
+//! - Traces: `tracing` spans become OpenTelemetry spans. With `OTEL_EXPORTER_OTLP_ENDPOINT`
+//!   set they are batched and exported over OTLP/gRPC; without it nothing is exported, but
+//!   spans still get ids (for the logs) and incoming trace context is still carried on.
+//!
+//! The log filter applies to the log output only: `RUST_LOG=warn` must not stop span export
+//! (a global filter would, as both outputs share one subscriber).
 
-use tracing_subscriber::{EnvFilter, Layer, fmt, layer::SubscriberExt, util::SubscriberInitExt};
+use std::fmt;
 
-use crate::config::{LogFormat, ServerConfig};
+use opentelemetry::{KeyValue, trace::TraceContextExt, trace::TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{
+    Resource,
+    propagation::{BaggagePropagator, TraceContextPropagator},
+    trace::{Sampler, SdkTracerProvider},
+};
+use tracing::Subscriber;
+use tracing_subscriber::{
+    EnvFilter, Layer,
+    filter::LevelFilter,
+    fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
+    layer::SubscriberExt,
+    registry::LookupSpan,
+    util::SubscriberInitExt,
+};
 
-/// Keeps telemetry running; dropping it at the end of `main` flushes what is buffered.
-#[must_use = "telemetry is flushed when the guard drops: keep it until main returns"]
-pub struct TelemetryGuard {
-    _private: (),
+use crate::config::{LogFormat, SamplerName, ServerConfig};
+
+/// Keeps telemetry running; [`Telemetry::shutdown`] flushes the spans still buffered.
+#[must_use = "spans are lost unless Telemetry::shutdown runs before the process exits"]
+pub struct Telemetry {
+    provider: SdkTracerProvider,
 }
 
-/// Installs the global subscriber. Call once, first thing in `main`.
-pub fn init(config: &ServerConfig) -> TelemetryGuard {
-    let filter = EnvFilter::builder()
+impl Telemetry {
+    /// Exports every span still buffered, then stops the exporter. Call it last.
+    pub async fn shutdown(self) {
+        let provider = self.provider;
+        // Blocking: the batch processor waits for its final export.
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        if let Ok(Err(error)) = flushed {
+            tracing::warn!(%error, "flushing spans failed");
+        }
+    }
+}
+
+/// Installs logging and tracing for the whole process. Call once, first thing in `main`,
+/// inside the tokio runtime (the OTLP exporter runs on it).
+pub fn init(config: &ServerConfig) -> Telemetry {
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry::propagation::TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ]),
+    );
+    let provider = tracer_provider(config);
+    let tracer = provider.tracer("meshwork");
+
+    let log_filter = EnvFilter::builder()
         .parse(&config.rust_log)
         .expect("RUST_LOG was validated when the configuration was parsed");
-    let registry = tracing_subscriber::registry();
-    match config.log_format {
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
+    let json = config.log_format == LogFormat::Json;
+    let logs = match config.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .event_format(WithTraceIds {
+                inner: tracing_subscriber::fmt::format()
                     .json()
                     .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_filter(filter),
-            )
-            .init(),
-        LogFormat::Text => registry.with(fmt::layer().with_filter(filter)).init(),
+                    .with_current_span(false)
+                    .with_span_list(false),
+                json,
+            })
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .event_format(WithTraceIds {
+                inner: tracing_subscriber::fmt::format(),
+                json,
+            })
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(LevelFilter::INFO),
+        )
+        .with(logs.with_filter(log_filter))
+        .init();
+    Telemetry { provider }
+}
+
+fn tracer_provider(config: &ServerConfig) -> SdkTracerProvider {
+    let resource = Resource::builder()
+        .with_attributes(
+            config
+                .otel_resource_attributes
+                .0
+                .iter()
+                .map(|(key, value)| KeyValue::new(key.clone(), value.clone())),
+        )
+        .with_service_name(config.otel_service_name.clone())
+        .build();
+    let builder = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_sampler(sampler(
+            config.otel_traces_sampler,
+            config.otel_traces_sampler_arg,
+        ));
+    let Some(endpoint) = &config.otel_exporter_otlp_endpoint else {
+        return builder.build();
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint.clone())
+        .build();
+    match exporter {
+        Ok(exporter) => builder.with_batch_exporter(exporter).build(),
+        Err(error) => {
+            eprintln!(
+                "OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}: cannot build the exporter ({error}); not exporting"
+            );
+            builder.build()
+        }
     }
-    TelemetryGuard { _private: () }
+}
+
+fn sampler(name: SamplerName, ratio: f64) -> Sampler {
+    match name {
+        SamplerName::AlwaysOn => Sampler::AlwaysOn,
+        SamplerName::AlwaysOff => Sampler::AlwaysOff,
+        SamplerName::TraceIdRatio => Sampler::TraceIdRatioBased(ratio),
+        SamplerName::ParentbasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        SamplerName::ParentbasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        SamplerName::ParentbasedTraceIdRatio => {
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
+        }
+    }
+}
+
+/// A log line format that puts the current span's OpenTelemetry `trace_id` and `span_id`
+/// first: as the first two keys of a JSON object, or as a `trace_id=… span_id=…` prefix.
+struct WithTraceIds<F> {
+    inner: F,
+    json: bool,
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        let Some((trace_id, span_id)) = ctx.lookup_current().and_then(|span| otel_ids(&span.id())) else {
+            return self.inner.format_event(ctx, writer, event);
+        };
+        if !self.json {
+            write!(writer, "trace_id={trace_id} span_id={span_id} ")?;
+            return self.inner.format_event(ctx, writer, event);
+        }
+        let mut line = String::new();
+        self.inner.format_event(ctx, Writer::new(&mut line), event)?;
+        // `line` is one JSON object: `{"timestamp":...}`. Splice the ids in after the brace.
+        let rest = line.strip_prefix('{').unwrap_or(&line);
+        write!(
+            writer,
+            "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{rest}"
+        )
+    }
+}
+
+/// The OpenTelemetry ids of a `tracing` span, when it has valid ones.
+fn otel_ids(id: &tracing::span::Id) -> Option<(String, String)> {
+    let context =
+        tracing::dispatcher::get_default(|dispatch| tracing_opentelemetry::get_otel_context(id, dispatch))?;
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context.is_valid().then(|| {
+        (
+            span_context.trace_id().to_string(),
+            span_context.span_id().to_string(),
+        )
+    })
 }

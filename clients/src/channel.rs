@@ -1,15 +1,21 @@
 //! [`connect`]: the one place a client channel is built.
 //!
-//! The channel connects lazily (a service can start before its dependencies) and
-//! reconnects on its own. Several endpoints, or a `dns:///` name, go through tonic's
-//! balanced channel (tower's power-of-two-choices balancer), which adds and removes
-//! endpoints while calls flow.
+//! The stack, outermost first:
+//! 1. [`ClientTraceLayer`]: a client span per call, and the trace context injected into
+//!    the outgoing metadata, so the callee's span joins the caller's trace;
+//! 2. [`MetricsLayer::client`]: `grpc_client_*` golden signals;
+//! 3. the channel: lazy connect (a service can start before its dependencies), automatic
+//!    reconnect, HTTP/2 keepalive. Several endpoints, or a `dns:///` name, go through
+//!    tonic's balanced channel (tower's power-of-two-choices balancer), which adds and
+//!    removes endpoints while calls flow.
 
 use std::{collections::HashSet, time::Duration};
 
 use http::Uri;
+use meshwork::layers::{ClientTraceLayer, MetricsLayer, metrics::Metrics, trace::ClientTrace};
 use tokio::sync::mpsc::Sender;
 use tonic::transport::{Channel, Endpoint, channel::Change};
+use tower::ServiceBuilder;
 
 use crate::target::Target;
 
@@ -37,9 +43,19 @@ impl Default for ChannelOptions {
     }
 }
 
-/// A channel to `target`. Must be called inside a tokio runtime (`dns:///` spawns its
-/// resolver task there). Never waits for a connection.
-pub fn connect(target: &Target, options: &ChannelOptions) -> Channel {
+/// What [`connect`] returns: give it to a generated client, `UserServiceClient::new(..)`.
+pub type MeshChannel = ClientTrace<Metrics<Channel>>;
+
+/// A channel to `target` with the client stack above. Must be called inside a tokio runtime
+/// (`dns:///` spawns its resolver task there). Never waits for a connection.
+pub fn connect(target: &Target, options: &ChannelOptions) -> MeshChannel {
+    ServiceBuilder::new()
+        .layer(ClientTraceLayer)
+        .layer(MetricsLayer::client())
+        .service(channel(target, options))
+}
+
+fn channel(target: &Target, options: &ChannelOptions) -> Channel {
     match target {
         Target::Static(uris) if uris.len() == 1 => endpoint(&uris[0], options).connect_lazy(),
         Target::Static(uris) => Channel::balance_list(uris.iter().map(|uri| endpoint(uri, options))),

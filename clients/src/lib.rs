@@ -5,8 +5,8 @@
 //!   [`OrderServiceClient`];
 //! - [`target`]: where a service is (`http://host:port`, a comma-separated list, or
 //!   `dns:///name:port`);
-//! - [`channel`]: [`connect`], the one place a client channel is built: endpoints,
-//!   balancing, timeouts, keepalive;
+//! - [`channel`]: [`connect`], the one place a client channel is built: tracing and
+//!   metrics layers, endpoints, balancing, timeouts, keepalive;
 //! - [`deadline`]: passing a caller's remaining deadline on to the next hop.
 //!
 //! ```no_run
@@ -21,7 +21,7 @@ pub mod channel;
 pub mod deadline;
 pub mod target;
 
-pub use channel::{ChannelOptions, connect};
+pub use channel::{ChannelOptions, MeshChannel, connect};
 pub use meshwork::proto;
 pub use meshwork::proto::{
     hello::v1::hello_service_client::HelloServiceClient, order::v1::order_service_client::OrderServiceClient,

@@ -5,6 +5,7 @@
 //! The binaries must be built first (`cargo build --workspace`, which `make test` does);
 //! they are found beside the test executable, in cargo's target directory.
 
+pub mod otlp;
 pub mod raw;
 
 use std::{
@@ -47,6 +48,8 @@ pub struct Service {
     child: Child,
     /// Where its gRPC server listens.
     pub grpc_addr: SocketAddr,
+    /// Where it serves `/metrics`.
+    pub metrics_addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
     /// Its working directory (its `data/` lives here unless DATABASE_URL says otherwise).
     pub dir: Arc<TempDir>,
@@ -104,10 +107,12 @@ impl Spawn {
         let mut service = Service {
             child,
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             logs,
             dir,
         };
-        service.grpc_addr = service.wait_for_listening();
+        service.metrics_addr = service.address_in_log("serving /metrics", "metrics_addr");
+        service.grpc_addr = service.address_in_log("listening", "grpc_addr");
         service
     }
 }
@@ -181,12 +186,38 @@ impl Service {
         }
     }
 
-    fn wait_for_listening(&mut self) -> SocketAddr {
-        let line = self.wait_for_log("listening");
-        line["grpc_addr"]
+    fn address_in_log(&mut self, message: &str, field: &str) -> SocketAddr {
+        let line = self.wait_for_log(message);
+        line[field]
             .as_str()
             .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("the listening line names grpc_addr: {line}"))
+            .unwrap_or_else(|| panic!("the {message:?} line names {field}: {line}"))
+    }
+
+    /// The text of `GET /metrics`, over a plain HTTP/1.1 connection.
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.metrics_addr)
+            .await
+            .expect("metrics port open");
+        let request = format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.metrics_addr
+        );
+        stream.write_all(request.as_bytes()).await.expect("request sent");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("response read");
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        body.to_owned()
+    }
+
+    /// Every JSON log line written so far, parsed.
+    pub fn json_logs(&self) -> Vec<serde_json::Value> {
+        self.logs()
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 
     /// Sends SIGTERM, as Kubernetes does.

@@ -2,7 +2,11 @@
 //! order, in one place: [`crate::server::serve`].
 
 pub mod deadline;
+pub mod metrics;
 pub mod status_codes;
+pub mod trace;
 
 pub use deadline::DeadlineLayer;
+pub use metrics::MetricsLayer;
 pub use status_codes::SpecStatusCodesLayer;
+pub use trace::{ClientTraceLayer, ServerTraceLayer};

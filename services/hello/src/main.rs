@@ -30,11 +30,11 @@ const DEFAULTS: Defaults = Defaults {
 #[tokio::main]
 async fn main() -> ExitCode {
     let config: Config = config::parse_or_exit(DEFAULTS);
-    let _telemetry = telemetry::init(&config.server);
+    let telemetry = telemetry::init(&config.server);
     let shutdown = shutdown::on_signal();
 
     let hello = HelloServiceServer::new(greeter::Greeter)
         .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(config.server.max_message_bytes);
-    server::run(&config.server, GrpcServices::new(hello), shutdown).await
+    server::run(&config.server, GrpcServices::new(hello), shutdown, telemetry).await
 }

@@ -52,7 +52,7 @@ const DEFAULTS: Defaults = Defaults {
 #[tokio::main]
 async fn main() -> ExitCode {
     let config: Config = config::parse_or_exit(DEFAULTS);
-    let _telemetry = telemetry::init(&config.server);
+    let telemetry = telemetry::init(&config.server);
     let shutdown = shutdown::on_signal();
 
     let store = match store::open(&config.database_url).await {
@@ -68,5 +68,5 @@ async fn main() -> ExitCode {
     let orders = OrderServiceServer::new(api)
         .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(config.server.max_message_bytes);
-    server::run(&config.server, GrpcServices::new(orders), shutdown).await
+    server::run(&config.server, GrpcServices::new(orders), shutdown, telemetry).await
 }

@@ -1,11 +1,11 @@
 //! Does a user exist? The Order service asks the User service over gRPC.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use meshwork::{error::ApiError, proto::user::v1::GetUserRequest};
-use meshwork_clients::{UserServiceClient, deadline};
-use tonic::{Code, metadata::MetadataMap, transport::Channel};
+use meshwork_clients::{MeshChannel, UserServiceClient, deadline};
+use tonic::{Code, metadata::MetadataMap};
 
 /// The question CreateOrder asks before it stores anything.
 #[async_trait]
@@ -17,12 +17,12 @@ pub trait UserDirectory: Send + Sync + 'static {
 
 /// [`UserDirectory`] backed by `user.v1.UserService/GetUser`.
 pub struct GrpcUserDirectory {
-    client: UserServiceClient<Channel>,
+    client: UserServiceClient<MeshChannel>,
     timeout_cap: Duration,
 }
 
 impl GrpcUserDirectory {
-    pub fn new(channel: Channel, timeout_cap: Duration) -> Self {
+    pub fn new(channel: MeshChannel, timeout_cap: Duration) -> Self {
         Self {
             client: UserServiceClient::new(channel),
             timeout_cap,
@@ -44,23 +44,32 @@ impl UserDirectory for GrpcUserDirectory {
         // connection that never answers at all.
         request.set_timeout(budget.timeout);
         let mut client = self.client.clone();
+        let expires = Instant::now() + budget.timeout;
         let answer = tokio::time::timeout(budget.timeout, client.get_user(request)).await;
-        let unavailable = |why: String| ApiError::Unavailable {
-            reason: "USER_SERVICE_UNAVAILABLE",
-            message: format!("the user service is unavailable: {why}"),
+        let status = match answer {
+            Ok(Ok(_)) => return Ok(true),
+            Ok(Err(status)) if status.code() == Code::NotFound => return Ok(false),
+            Ok(Err(status)) => Some(status),
+            Err(_elapsed) => None,
         };
-        match answer {
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(status)) if status.code() == Code::NotFound => Ok(false),
-            Ok(Err(status)) if status.code() == Code::DeadlineExceeded && budget.caller_bound => {
-                Err(ApiError::DeadlineExceeded)
-            }
-            Ok(Err(status)) => {
-                tracing::warn!(code = ?status.code(), message = status.message(), "GetUser failed");
-                Err(unavailable(format!("{:?}", status.code())))
-            }
-            Err(_elapsed) if budget.caller_bound => Err(ApiError::DeadlineExceeded),
-            Err(_elapsed) => Err(unavailable(format!("no answer within {:?}", budget.timeout))),
+        // Out of time, whoever noticed first (our timer, the channel, or the User service):
+        // the caller's deadline is DEADLINE_EXCEEDED, our own cap means User was too slow.
+        if Instant::now() >= expires {
+            return Err(match budget.caller_bound {
+                true => ApiError::DeadlineExceeded,
+                false => unavailable(format!("no answer within {:?}", budget.timeout)),
+            });
         }
+        let status = status.expect("a timer that fired means the deadline passed");
+        tracing::warn!(code = ?status.code(), message = status.message(), "GetUser failed");
+        Err(unavailable(format!("{:?}", status.code())))
+    }
+}
+
+/// The User service could not answer; `why` is for the caller, so it holds no internals.
+fn unavailable(why: String) -> ApiError {
+    ApiError::Unavailable {
+        reason: "USER_SERVICE_UNAVAILABLE",
+        message: format!("cannot reach the user service: {why}"),
     }
 }

@@ -56,6 +56,7 @@ fn order_from(row: SqliteRow) -> Result<Order, StoreError> {
 
 #[async_trait]
 impl OrderStore for SqliteOrderStore {
+    #[tracing::instrument(name = "INSERT orders", skip_all, fields(otel.kind = "client", db.system = "sqlite", db.operation = "INSERT", db.collection.name = "orders"))]
     async fn insert(&self, order: &Order, request_id: Option<&str>) -> Result<Inserted, StoreError> {
         let items = serde_json::to_string(&order.items).expect("items serialize to JSON");
         let inserted = sqlx::query(
@@ -83,14 +84,17 @@ impl OrderStore for SqliteOrderStore {
         }
     }
 
+    #[tracing::instrument(name = "SELECT orders", skip_all, fields(otel.kind = "client", db.system = "sqlite", db.operation = "SELECT", db.collection.name = "orders"))]
     async fn find_by_request_id(&self, request_id: &str) -> Result<Option<Order>, StoreError> {
         self.fetch_optional("request_id", request_id).await
     }
 
+    #[tracing::instrument(name = "SELECT orders", skip_all, fields(otel.kind = "client", db.system = "sqlite", db.operation = "SELECT", db.collection.name = "orders"))]
     async fn get(&self, id: &str) -> Result<Order, StoreError> {
         self.fetch_optional("id", id).await?.ok_or(StoreError::NotFound)
     }
 
+    #[tracing::instrument(name = "SELECT orders", skip_all, fields(otel.kind = "client", db.system = "sqlite", db.operation = "SELECT", db.collection.name = "orders"))]
     async fn list(
         &self,
         user_id: Option<&str>,
@@ -110,6 +114,7 @@ impl OrderStore for SqliteOrderStore {
         rows.into_iter().map(order_from).collect()
     }
 
+    #[tracing::instrument(name = "UPDATE orders", skip_all, fields(otel.kind = "client", db.system = "sqlite", db.operation = "UPDATE", db.collection.name = "orders"))]
     async fn cancel(&self, id: &str, now: i64) -> Result<Order, StoreError> {
         // One statement moves PENDING to CANCELLED, so two concurrent cancels cannot both
         // succeed; when it changes nothing, a read says why.

@@ -40,6 +40,7 @@ fn user_from(row: SqliteRow) -> Result<User, sqlx::Error> {
 
 #[async_trait]
 impl UserStore for SqliteUserStore {
+    #[tracing::instrument(name = "INSERT users", skip_all, fields(otel.kind = "client", db.system = "sqlite", db.operation = "INSERT", db.collection.name = "users"))]
     async fn create(&self, user: &User) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO users (id, name, email, create_time, update_time) VALUES (?, ?, ?, ?, ?)")
             .bind(&user.id)
@@ -53,6 +54,7 @@ impl UserStore for SqliteUserStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "SELECT users", skip_all, fields(otel.kind = "client", db.system = "sqlite", db.operation = "SELECT", db.collection.name = "users"))]
     async fn get(&self, id: &str) -> Result<User, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ?");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -63,6 +65,7 @@ impl UserStore for SqliteUserStore {
         user_from(row).map_err(StoreError::from_sqlx)
     }
 
+    #[tracing::instrument(name = "SELECT users", skip_all, fields(otel.kind = "client", db.system = "sqlite", db.operation = "SELECT", db.collection.name = "users"))]
     async fn list(&self, after: Option<&str>, limit: i64) -> Result<Vec<User>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM users WHERE id > ? ORDER BY id LIMIT ?");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -77,6 +80,7 @@ impl UserStore for SqliteUserStore {
             .map_err(StoreError::from_sqlx)
     }
 
+    #[tracing::instrument(name = "UPDATE users", skip_all, fields(otel.kind = "client", db.system = "sqlite", db.operation = "UPDATE", db.collection.name = "users"))]
     async fn update(&self, changes: &UserChanges, now: i64) -> Result<User, StoreError> {
         let sql = format!(
             "UPDATE users SET name = COALESCE(?, name), email = COALESCE(?, email), update_time = ? \
@@ -93,6 +97,7 @@ impl UserStore for SqliteUserStore {
         user_from(row).map_err(StoreError::from_sqlx)
     }
 
+    #[tracing::instrument(name = "DELETE users", skip_all, fields(otel.kind = "client", db.system = "sqlite", db.operation = "DELETE", db.collection.name = "users"))]
     async fn delete(&self, id: &str) -> Result<(), StoreError> {
         let deleted = sqlx::query("DELETE FROM users WHERE id = ?")
             .bind(id)

@@ -1,0 +1,153 @@
+//! Prometheus metrics, with the grpc-ecosystem names existing Grafana dashboards use
+//! (`grpc_server_handled_total`, ...), and the HTTP endpoint that serves them.
+//!
+//! The `prometheus` crate's default registry also carries its process collector:
+//! `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, ...
+
+use std::{convert::Infallible, sync::LazyLock, time::Duration};
+
+use http::{Request, Response, StatusCode, header::CONTENT_TYPE};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, TextEncoder,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec,
+};
+use tokio::net::TcpListener;
+use tonic::Code;
+
+use crate::rpc::{RpcMethod, code_name};
+
+/// Latency buckets, in seconds: from a cached read (1 ms) to a call that hit its deadline.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The golden signals of one side (server or client) of gRPC calls.
+pub struct GrpcMetrics {
+    started: IntCounterVec,
+    handled: IntCounterVec,
+    handling_seconds: HistogramVec,
+    in_flight: IntGaugeVec,
+}
+
+/// Calls this process served.
+pub static SERVER: LazyLock<GrpcMetrics> = LazyLock::new(|| GrpcMetrics::register("server"));
+/// Calls this process made (Order → User).
+pub static CLIENT: LazyLock<GrpcMetrics> = LazyLock::new(|| GrpcMetrics::register("client"));
+
+const LABELS: &[&str] = &["grpc_type", "grpc_service", "grpc_method"];
+const LABELS_WITH_CODE: &[&str] = &["grpc_type", "grpc_service", "grpc_method", "grpc_code"];
+
+impl GrpcMetrics {
+    fn register(side: &str) -> Self {
+        let name = |what: &str| format!("grpc_{side}_{what}");
+        let registered = "metric names are unique and registered once per process";
+        Self {
+            started: register_int_counter_vec!(
+                Opts::new(name("started_total"), format!("RPCs started on the {side}.")),
+                LABELS
+            )
+            .expect(registered),
+            handled: register_int_counter_vec!(
+                Opts::new(
+                    name("handled_total"),
+                    format!("RPCs completed on the {side}, by code.")
+                ),
+                LABELS_WITH_CODE
+            )
+            .expect(registered),
+            handling_seconds: register_histogram_vec!(
+                HistogramOpts::new(
+                    name("handling_seconds"),
+                    format!("Time from the start of an RPC to its status, on the {side}.")
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                LABELS
+            )
+            .expect(registered),
+            in_flight: register_int_gauge_vec!(
+                Opts::new(
+                    name("in_flight"),
+                    format!("RPCs started and not yet completed on the {side}.")
+                ),
+                LABELS
+            )
+            .expect(registered),
+        }
+    }
+
+    /// Counts a started call; the returned guard counts its end.
+    pub fn start(&'static self, method: RpcMethod) -> CallTimer {
+        let labels = [method.call_type.as_str(), method.service, method.method];
+        self.started.with_label_values(&labels).inc();
+        self.in_flight.with_label_values(&labels).inc();
+        CallTimer {
+            metrics: self,
+            method,
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+/// One call in flight; [`CallTimer::finish`] records how it ended.
+pub struct CallTimer {
+    metrics: &'static GrpcMetrics,
+    method: RpcMethod,
+    started: std::time::Instant,
+}
+
+impl CallTimer {
+    pub fn finish(self, code: Code) {
+        let method = self.method;
+        let labels = [method.call_type.as_str(), method.service, method.method];
+        self.metrics.in_flight.with_label_values(&labels).dec();
+        self.metrics
+            .handling_seconds
+            .with_label_values(&labels)
+            .observe(self.started.elapsed().as_secs_f64());
+        self.metrics
+            .handled
+            .with_label_values(&[labels[0], labels[1], labels[2], code_name(code)])
+            .inc();
+    }
+}
+
+/// Every registered metric, in Prometheus text format 0.0.4.
+pub fn render() -> String {
+    // Touch both sides so their series exist (with no samples) from the first scrape.
+    LazyLock::force(&SERVER);
+    LazyLock::force(&CLIENT);
+    let mut text = Vec::new();
+    TextEncoder::new()
+        .encode(&prometheus::gather(), &mut text)
+        .expect("encoding metrics into memory cannot fail");
+    String::from_utf8(text).expect("the text format is UTF-8")
+}
+
+/// Serves `GET /metrics` on `listener` until the process exits. HTTP/1.1 only: that is
+/// what Prometheus and curl speak.
+pub async fn serve(listener: TcpListener) {
+    let http1 = hyper::server::conn::http1::Builder::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors and the like: back off, do not spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let connection = http1.serve_connection(TokioIo::new(stream), hyper::service::service_fn(respond));
+        tokio::spawn(connection);
+    }
+}
+
+async fn respond(request: Request<Incoming>) -> Result<Response<String>, Infallible> {
+    let response = match request.uri().path() {
+        "/metrics" => Response::builder()
+            .header(CONTENT_TYPE, prometheus::TEXT_FORMAT)
+            .body(render()),
+        _ => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body("try /metrics\n".into()),
+    };
+    Ok(response.expect("a static response is valid"))
+}
