@@ -129,6 +129,22 @@ impl fmt::Display for DatabaseUrl {
     }
 }
 
+/// Settings of a service's connection pool (user and order).
+#[derive(Args, Debug, Clone)]
+pub struct DatabasePoolConfig {
+    /// Most connections one process opens to PostgreSQL.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_max_connections: u32,
+
+    /// How long a call waits for a free connection before it is answered `UNAVAILABLE`.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub database_acquire_timeout: Duration,
+
+    /// Longest a PostgreSQL statement may run (`statement_timeout`).
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub database_statement_timeout: Duration,
+}
+
 /// Per-binary defaults of the settings whose default differs between services.
 pub struct Defaults {
     /// The binary's name: the default `OTEL_SERVICE_NAME`.

@@ -1,17 +1,23 @@
 //! Opening a service's database and running its migrations, which are embedded in the
 //! binary (`include_str!`) so a binary needs no files beside it.
 //!
-//! SQLite is the embedded default: WAL so readers never wait for the writer, foreign keys
-//! on (SQLite leaves them off by default), and a busy timeout so concurrent writers queue
-//! instead of failing with SQLITE_BUSY.
+//! - SQLite, the embedded default: WAL so readers never wait for the writer, foreign keys
+//!   on (SQLite leaves them off by default), and a busy timeout so concurrent writers queue
+//!   instead of failing with SQLITE_BUSY.
+//! - PostgreSQL, for several replicas: a bounded pool, an acquire timeout (a call waits at
+//!   most that long for a connection, then is `UNAVAILABLE`), a `statement_timeout`, and
+//!   migrations under sqlx's advisory lock, so replicas starting together migrate once.
 
 use std::{borrow::Cow, path::Path, str::FromStr, time::Duration};
 
 use sqlx::{
     SqlSafeStr,
     migrate::{Migration, MigrationType, Migrator},
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
 };
+
+use crate::config::DatabasePoolConfig;
 
 /// One embedded migration: its version, a description and its SQL.
 pub type EmbeddedMigration = (i64, &'static str, &'static str);
@@ -86,11 +92,64 @@ pub async fn open_sqlite(path: &Path, migrations: &[EmbeddedMigration]) -> Resul
     Ok(pool)
 }
 
+/// Connects to PostgreSQL at `url` and brings the schema up to date. The first connection
+/// is made here, so a wrong URL or an unreachable server stops the process at start.
+pub async fn open_postgres(
+    url: &str,
+    pool: &DatabasePoolConfig,
+    migrations: &[EmbeddedMigration],
+) -> Result<PgPool, OpenError> {
+    let shown = crate::config::DatabaseUrl::Postgres(url.to_owned()).to_string();
+    let statement_timeout = format!("{}ms", pool.database_statement_timeout.as_millis());
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|source| OpenError::Connect {
+            path: shown.clone(),
+            source,
+        })?
+        .options([("statement_timeout", statement_timeout.as_str())]);
+    let pool = PgPoolOptions::new()
+        .max_connections(pool.database_max_connections)
+        .acquire_timeout(pool.database_acquire_timeout)
+        .connect_with(options)
+        .await
+        .map_err(|source| OpenError::Connect {
+            path: shown.clone(),
+            source,
+        })?;
+    // `Migrator` takes a PostgreSQL advisory lock around the run: safe with many replicas.
+    migrator(migrations)
+        .run(&pool)
+        .await
+        .map_err(|source| OpenError::Migrate { path: shown, source })?;
+    Ok(pool)
+}
+
+/// Whether the database answers a trivial query within a second: the readiness check.
+pub async fn answers<'c, E>(executor: E) -> bool
+where
+    E: sqlx::Executor<'c>,
+{
+    let ping = executor.execute("SELECT 1");
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), ping).await,
+        Ok(Ok(_))
+    )
+}
+
 /// Whether a driver error is about reaching the database (worth a retry, answered
 /// `UNAVAILABLE`) rather than about the statement.
 pub fn is_transient(error: &sqlx::Error) -> bool {
     matches!(
         error,
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed
-    ) || matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("5")) // SQLITE_BUSY
+    ) || matches!(error, sqlx::Error::Database(db) if is_transient_code(db.code().as_deref()))
+}
+
+/// SQLITE_BUSY; PostgreSQL's connection exceptions (08…), "cannot connect now" (57P03),
+/// admin shutdown (57P01) and statement timeout (57014).
+fn is_transient_code(code: Option<&str>) -> bool {
+    match code {
+        Some(code) => code == "5" || code.starts_with("08") || matches!(code, "57P01" | "57P03" | "57014"),
+        None => false,
+    }
 }

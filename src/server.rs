@@ -7,7 +7,7 @@
 //! layer a user adds, answering an expired deadline with `CANCELLED` where gRPC says
 //! `DEADLINE_EXCEEDED`. Owning the loop puts every concern in the one stack below.
 
-use std::{convert::Infallible, net::SocketAddr, process::ExitCode, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use http::{Request, Response};
 use hyper_util::{
@@ -44,10 +44,22 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
+/// Whether a service can do its work right now (its database answers). Checked every
+/// [`READINESS_INTERVAL`] while serving; the answer is the health status, so Kubernetes
+/// stops sending traffic to a replica that lost its database, and resumes by itself.
+#[async_trait::async_trait]
+pub trait Readiness: Send + Sync + 'static {
+    async fn is_ready(&self) -> bool;
+}
+
+/// How often [`Readiness`] is checked.
+pub const READINESS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The gRPC services one binary serves, and the health names they answer to.
 pub struct GrpcServices {
     routes: Routes,
     health_names: Vec<&'static str>,
+    readiness: Option<Arc<dyn Readiness>>,
 }
 
 impl GrpcServices {
@@ -65,7 +77,14 @@ impl GrpcServices {
         Self {
             routes: Routes::new(service),
             health_names: vec![S::NAME],
+            readiness: None,
         }
+    }
+
+    /// Health follows `check` while serving, instead of staying `SERVING`.
+    pub fn with_readiness(mut self, check: Arc<dyn Readiness>) -> Self {
+        self.readiness = Some(check);
+        self
     }
 }
 
@@ -127,6 +146,10 @@ pub async fn serve(
         source,
     })?;
     let health = start_health(&services.health_names).await;
+    if let Some(check) = services.readiness.clone() {
+        let names = services.health_names.clone();
+        tokio::spawn(follow_readiness(check, health.clone(), names, shutdown.clone()));
+    }
     let routes = with_standard_services(services.routes, &services.health_names, &health)?;
 
     // Every call passes through these layers, outermost first.
@@ -197,6 +220,41 @@ async fn start_health(names: &[&'static str]) -> HealthReporter {
         health.set_service_status(*name, ServingStatus::Serving).await;
     }
     health
+}
+
+/// Keeps the health status in step with `check` until shutdown.
+async fn follow_readiness(
+    check: Arc<dyn Readiness>,
+    health: HealthReporter,
+    names: Vec<&'static str>,
+    shutdown: CancellationToken,
+) {
+    let mut serving = true;
+    let mut every = tokio::time::interval(READINESS_INTERVAL);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let ready = check.is_ready().await;
+        // The drain owns the health status once it has begun.
+        if ready == serving || shutdown.is_cancelled() {
+            continue;
+        }
+        serving = ready;
+        let status = if ready {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        match ready {
+            true => tracing::info!("dependencies answer again; SERVING"),
+            false => tracing::warn!("dependencies do not answer; NOT_SERVING"),
+        }
+        for name in names.iter().copied().chain([""]) {
+            health.set_service_status(name, status).await;
+        }
+    }
 }
 
 /// Adds health and both reflection versions to a service's routes.

@@ -4,7 +4,11 @@
 //!
 //! The binaries must be built first (`cargo build --workspace`, which `make test` does);
 //! they are found beside the test executable, in cargo's target directory.
+//!
+//! User and Order run on SQLite, or, with `MESHWORK_TEST_BACKEND=postgres`, each on a
+//! fresh PostgreSQL database of its own (see [`database`]): the same tests, either backend.
 
+pub mod database;
 pub mod otlp;
 pub mod raw;
 
@@ -53,6 +57,8 @@ pub struct Service {
     logs: Arc<Mutex<Vec<String>>>,
     /// Its working directory (its `data/` lives here unless DATABASE_URL says otherwise).
     pub dir: Arc<TempDir>,
+    /// Its PostgreSQL database, when the tests run on PostgreSQL.
+    pub database: Option<Arc<database::TestDatabase>>,
 }
 
 /// How to start a service.
@@ -60,6 +66,7 @@ pub struct Spawn {
     name: &'static str,
     env: Vec<(String, String)>,
     dir: Option<Arc<TempDir>>,
+    database: Option<Arc<database::TestDatabase>>,
 }
 
 impl Spawn {
@@ -68,6 +75,7 @@ impl Spawn {
             name,
             env: Vec::new(),
             dir: None,
+            database: None,
         }
     }
 
@@ -77,17 +85,32 @@ impl Spawn {
         self
     }
 
-    /// Runs in `dir` (e.g. the directory of an earlier run, to find its data again).
-    pub fn in_dir(mut self, dir: Arc<TempDir>) -> Self {
-        self.dir = Some(dir);
+    /// Runs on the data of `earlier` (its directory and database): a restart.
+    pub fn reusing(mut self, earlier: &Service) -> Self {
+        self.dir = Some(earlier.dir.clone());
+        self.database = earlier.database.clone();
+        self
+    }
+
+    /// Runs on `database` (e.g. a second replica on the first one's database).
+    pub fn on_database(mut self, database: Arc<database::TestDatabase>) -> Self {
+        self.database = Some(database);
         self
     }
 
     /// Starts the process and waits until it listens.
-    pub fn start(self) -> Service {
+    pub fn start(mut self) -> Service {
         let dir = self
             .dir
             .unwrap_or_else(|| Arc::new(tempfile::tempdir().expect("a temp dir can be made")));
+        let stores_data = matches!(self.name, "user-service" | "order-service");
+        let url_given = self.env.iter().any(|(key, _)| key == "DATABASE_URL");
+        if stores_data && !url_given && self.database.is_none() {
+            self.database = database::fresh_for_backend().map(Arc::new);
+        }
+        if let Some(database) = &self.database {
+            self.env.push(("DATABASE_URL".into(), database.url.clone()));
+        }
         let mut child = Command::new(binary(self.name))
             .current_dir(dir.path())
             .env_clear()
@@ -110,6 +133,7 @@ impl Spawn {
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             logs,
             dir,
+            database: self.database,
         };
         service.metrics_addr = service.address_in_log("serving /metrics", "metrics_addr");
         service.grpc_addr = service.address_in_log("listening", "grpc_addr");

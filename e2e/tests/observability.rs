@@ -111,10 +111,25 @@ async fn one_create_order_is_one_trace_across_both_services() {
         assert!(span.attribute("network.peer.address").is_some());
         assert!(!span.is_error());
     }
+    let expected_system = if meshwork_e2e::database::backend_is_postgres() {
+        "postgresql"
+    } else {
+        "sqlite"
+    };
     let db_spans = spans
         .iter()
-        .filter(|s| s.attribute("db.system").as_deref() == Some("sqlite"));
-    assert!(db_spans.count() >= 2, "storage calls are spans too: {spans:#?}");
+        .filter(|s| s.attribute("db.system").as_deref() == Some(expected_system));
+    let operations: Vec<_> = db_spans
+        .map(|s| (s.service_name.clone(), s.name().to_owned()))
+        .collect();
+    assert!(
+        operations.contains(&("user-service".into(), "SELECT users".into())),
+        "{operations:?}"
+    );
+    assert!(
+        operations.contains(&("order-service".into(), "INSERT orders".into())),
+        "{operations:?}"
+    );
 }
 
 #[tokio::test]

@@ -283,7 +283,6 @@ async fn user_service_down_is_unavailable_and_recovers() {
     let mut orders = mesh.order.orders().await;
     create(&mut orders, order_of(&user_id, "")).await.unwrap();
 
-    let dir = mesh.user.dir.clone();
     let addr = mesh.user.grpc_addr;
     mesh.user.kill();
     let error = create(&mut orders, order_of(&user_id, "")).await.unwrap_err();
@@ -291,7 +290,7 @@ async fn user_service_down_is_unavailable_and_recovers() {
 
     // The same user-service comes back on the same address and data: orders work again.
     let _back = Spawn::new("user-service")
-        .in_dir(dir)
+        .reusing(&mesh.user)
         .env("LISTEN_ADDR", addr.to_string())
         .start();
     meshwork_e2e::eventually("CreateOrder succeeds again", || {

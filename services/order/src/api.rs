@@ -34,12 +34,13 @@ impl OrderApi {
     pub fn new(
         store: Arc<dyn OrderStore>,
         users: Arc<dyn UserDirectory>,
+        events: OrderEvents,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             store,
             users,
-            events: OrderEvents::new(),
+            events,
             shutdown,
         }
     }

@@ -8,7 +8,7 @@ use meshwork::{
 use serde::{Deserialize, Serialize};
 
 /// Where an order is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderStatus {
     Pending,
     Cancelled,
@@ -50,7 +50,7 @@ pub struct Item {
 }
 
 /// A stored order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
     pub id: String,
     pub user_id: String,

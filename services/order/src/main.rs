@@ -16,7 +16,7 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
 use meshwork::{
-    config::{self, DatabaseUrl, Defaults, ServerConfig},
+    config::{self, DatabasePoolConfig, DatabaseUrl, Defaults, ServerConfig},
     proto::order::v1::order_service_server::OrderServiceServer,
     server::{self, GrpcServices},
     shutdown, telemetry,
@@ -33,6 +33,9 @@ struct Config {
     /// `sqlite://PATH` (created if missing) or `postgres://...`.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/order.db")]
     database_url: DatabaseUrl,
+
+    #[command(flatten)]
+    pool: DatabasePoolConfig,
 
     /// The User service: `http://host:port`, several separated by commas, or `dns:///name:port`.
     #[arg(long, env = "USER_SERVICE_URL", default_value = "http://127.0.0.1:50052")]
@@ -55,7 +58,8 @@ async fn main() -> ExitCode {
     let telemetry = telemetry::init(&config.server);
     let shutdown = shutdown::on_signal();
 
-    let store = match store::open(&config.database_url).await {
+    let events = order_events::OrderEvents::new();
+    let store = match store::open(&config.database_url, &config.pool, events.clone()).await {
         Ok(store) => store,
         Err(error) => {
             tracing::error!(%error, database = %config.database_url, "cannot open the database");
@@ -64,9 +68,10 @@ async fn main() -> ExitCode {
     };
     let channel = meshwork_clients::connect(&config.user_service_url, &ChannelOptions::default());
     let users = users::GrpcUserDirectory::new(channel, config.user_service_timeout);
-    let api = api::OrderApi::new(Arc::from(store), Arc::new(users), shutdown.clone());
+    let api = api::OrderApi::new(store.clone(), Arc::new(users), events, shutdown.clone());
     let orders = OrderServiceServer::new(api)
         .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(config.server.max_message_bytes);
-    server::run(&config.server, GrpcServices::new(orders), shutdown, telemetry).await
+    let services = GrpcServices::new(orders).with_readiness(store);
+    server::run(&config.server, services, shutdown, telemetry).await
 }

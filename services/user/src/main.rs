@@ -8,11 +8,11 @@ mod api;
 mod domain;
 mod store;
 
-use std::{process::ExitCode, sync::Arc};
+use std::process::ExitCode;
 
 use clap::Parser;
 use meshwork::{
-    config::{self, DatabaseUrl, Defaults, ServerConfig},
+    config::{self, DatabasePoolConfig, DatabaseUrl, Defaults, ServerConfig},
     proto::user::v1::user_service_server::UserServiceServer,
     server::{self, GrpcServices},
     shutdown, telemetry,
@@ -28,6 +28,9 @@ struct Config {
     /// `sqlite://PATH` (created if missing) or `postgres://...`.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/user.db")]
     database_url: DatabaseUrl,
+
+    #[command(flatten)]
+    pool: DatabasePoolConfig,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -42,15 +45,16 @@ async fn main() -> ExitCode {
     let telemetry = telemetry::init(&config.server);
     let shutdown = shutdown::on_signal();
 
-    let store = match store::open(&config.database_url).await {
+    let store = match store::open(&config.database_url, &config.pool).await {
         Ok(store) => store,
         Err(error) => {
             tracing::error!(%error, database = %config.database_url, "cannot open the database");
             return ExitCode::FAILURE;
         }
     };
-    let users = UserServiceServer::new(api::UserApi::new(Arc::from(store)))
+    let users = UserServiceServer::new(api::UserApi::new(store.clone()))
         .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(config.server.max_message_bytes);
-    server::run(&config.server, GrpcServices::new(users), shutdown, telemetry).await
+    let services = GrpcServices::new(users).with_readiness(store);
+    server::run(&config.server, services, shutdown, telemetry).await
 }

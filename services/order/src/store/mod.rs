@@ -1,11 +1,19 @@
 //! Where orders are kept: the [`OrderStore`] trait, one implementation per backend.
 
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
-use meshwork::{config::DatabaseUrl, database::OpenError, error::ApiError};
+use std::sync::Arc;
 
-use crate::domain::Order;
+use meshwork::{
+    config::{DatabasePoolConfig, DatabaseUrl},
+    database::OpenError,
+    error::ApiError,
+    server::Readiness,
+};
+
+use crate::{domain::Order, order_events::OrderEvents};
 
 /// What an insert did.
 #[derive(Debug)]
@@ -16,9 +24,10 @@ pub enum Inserted {
     Existing(Order),
 }
 
-/// The storage the handlers need, in domain terms.
+/// The storage the handlers need, in domain terms; also a [`Readiness`] check (does the
+/// database answer).
 #[async_trait]
-pub trait OrderStore: Send + Sync + 'static {
+pub trait OrderStore: Readiness {
     /// Stores `order` unless one with the same `request_id` exists (the database enforces
     /// this, so concurrent calls with one key create one order).
     async fn insert(&self, order: &Order, request_id: Option<&str>) -> Result<Inserted, StoreError>;
@@ -85,10 +94,15 @@ impl StoreError {
     }
 }
 
-/// Opens the store `url` names, migrated and ready.
-pub async fn open(url: &DatabaseUrl) -> Result<Box<dyn OrderStore>, OpenError> {
-    match url {
-        DatabaseUrl::Sqlite(path) => Ok(Box::new(sqlite::SqliteOrderStore::open(path).await?)),
-        DatabaseUrl::Postgres(_) => Err(OpenError::Unsupported("postgres".into())),
-    }
+/// Opens the store `url` names, migrated and ready. With PostgreSQL, other replicas'
+/// order changes are relayed into `events`; with SQLite there are no other replicas.
+pub async fn open(
+    url: &DatabaseUrl,
+    pool: &DatabasePoolConfig,
+    events: OrderEvents,
+) -> Result<Arc<dyn OrderStore>, OpenError> {
+    Ok(match url {
+        DatabaseUrl::Sqlite(path) => Arc::new(sqlite::SqliteOrderStore::open(path).await?),
+        DatabaseUrl::Postgres(url) => Arc::new(postgres::PostgresOrderStore::open(url, pool, events).await?),
+    })
 }

@@ -3,7 +3,10 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use meshwork::database::{self, EmbeddedMigration, OpenError};
+use meshwork::{
+    database::{self, EmbeddedMigration, OpenError},
+    server::Readiness,
+};
 use sqlx::{AssertSqlSafe, Row, SqlitePool, sqlite::SqliteRow};
 
 use super::{Inserted, OrderStore, StoreError};
@@ -52,6 +55,13 @@ fn order_from(row: SqliteRow) -> Result<Order, StoreError> {
         update_time: row.try_get("update_time").map_err(StoreError::from_sqlx)?,
         id,
     })
+}
+
+#[async_trait]
+impl Readiness for SqliteOrderStore {
+    async fn is_ready(&self) -> bool {
+        database::answers(&self.pool).await
+    }
 }
 
 #[async_trait]

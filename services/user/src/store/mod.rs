@@ -1,16 +1,24 @@
 //! Where users are kept: the [`UserStore`] trait, one implementation per backend.
 
+mod postgres;
 mod sqlite;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use meshwork::{config::DatabaseUrl, database::OpenError, error::ApiError};
+use meshwork::{
+    config::{DatabasePoolConfig, DatabaseUrl},
+    database::OpenError,
+    error::ApiError,
+    server::Readiness,
+};
 
 use crate::domain::{User, UserChanges};
 
 /// The storage the handlers need, in domain terms. Implementations enforce email
-/// uniqueness in the database itself.
+/// uniqueness in the database itself, and are [`Readiness`] checks (does the database answer).
 #[async_trait]
-pub trait UserStore: Send + Sync + 'static {
+pub trait UserStore: Readiness {
     /// Stores a new user; [`StoreError::EmailTaken`] if its email is in use.
     async fn create(&self, user: &User) -> Result<(), StoreError>;
     /// The user with this id.
@@ -72,9 +80,9 @@ impl StoreError {
 }
 
 /// Opens the store `url` names, migrated and ready.
-pub async fn open(url: &DatabaseUrl) -> Result<Box<dyn UserStore>, OpenError> {
-    match url {
-        DatabaseUrl::Sqlite(path) => Ok(Box::new(sqlite::SqliteUserStore::open(path).await?)),
-        DatabaseUrl::Postgres(_) => Err(OpenError::Unsupported("postgres".into())),
-    }
+pub async fn open(url: &DatabaseUrl, pool: &DatabasePoolConfig) -> Result<Arc<dyn UserStore>, OpenError> {
+    Ok(match url {
+        DatabaseUrl::Sqlite(path) => Arc::new(sqlite::SqliteUserStore::open(path).await?),
+        DatabaseUrl::Postgres(url) => Arc::new(postgres::PostgresUserStore::open(url, pool).await?),
+    })
 }

@@ -3,7 +3,10 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use meshwork::database::{self, EmbeddedMigration, OpenError};
+use meshwork::{
+    database::{self, EmbeddedMigration, OpenError},
+    server::Readiness,
+};
 use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
 
 use super::{StoreError, UserStore};
@@ -36,6 +39,13 @@ fn user_from(row: SqliteRow) -> Result<User, sqlx::Error> {
         create_time: row.try_get("create_time")?,
         update_time: row.try_get("update_time")?,
     })
+}
+
+#[async_trait]
+impl Readiness for SqliteUserStore {
+    async fn is_ready(&self) -> bool {
+        database::answers(&self.pool).await
+    }
 }
 
 #[async_trait]
