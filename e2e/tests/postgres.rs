@@ -1,0 +1,295 @@
+//! Scale-out on PostgreSQL: replicas that share one database. Skipped, with a printed
+//! reason, when MESHWORK_TEST_POSTGRES_URL names no server.
+
+use std::{collections::HashSet, path::PathBuf, process::Command, sync::Arc};
+
+use meshwork::proto::{
+    order::v1::{
+        CancelOrderRequest, CreateOrderRequest, ListOrdersRequest, OrderEventType, OrderItem,
+        WatchOrdersRequest,
+    },
+    user::v1::{CreateUserRequest, GetUserRequest},
+};
+use meshwork_e2e::{
+    Service, Spawn,
+    database::{TestDatabase, postgres_or_skip},
+    eventually,
+};
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+fn an_order(user_id: &str, request_id: &str) -> CreateOrderRequest {
+    CreateOrderRequest {
+        user_id: user_id.into(),
+        items: vec![OrderItem {
+            sku: "book".into(),
+            quantity: 1,
+            unit_price_cents: 100,
+        }],
+        request_id: request_id.into(),
+    }
+}
+
+/// A user-service and two order-service replicas on one order database, started together
+/// (both run the migrations at once; the advisory lock lets one do it).
+fn two_order_replicas(admin_url: &str) -> (Service, Service, Service) {
+    let user = Spawn::new("user-service")
+        .on_database(Arc::new(TestDatabase::create(admin_url)))
+        .start();
+    let orders = Arc::new(TestDatabase::create(admin_url));
+    let replica = |orders: Arc<TestDatabase>, user_url: String| {
+        std::thread::spawn(move || {
+            Spawn::new("order-service")
+                .on_database(orders)
+                .env("USER_SERVICE_URL", user_url)
+                .start()
+        })
+    };
+    let a = replica(orders.clone(), user.url());
+    let b = replica(orders, user.url());
+    (user, a.join().unwrap(), b.join().unwrap())
+}
+
+async fn new_user(user: &Service) -> String {
+    let request = CreateUserRequest {
+        name: "Buyer".into(),
+        email: "buyer@example.com".into(),
+    };
+    user.users()
+        .await
+        .create_user(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
+        .id
+}
+
+#[tokio::test]
+async fn concurrent_creates_with_one_request_id_on_two_replicas_make_one_order() {
+    let Some(admin) = postgres_or_skip("concurrent_creates_with_one_request_id_on_two_replicas") else {
+        return;
+    };
+    let (user, a, b) = two_order_replicas(&admin);
+    let user_id = new_user(&user).await;
+    let clients = [a.orders().await, b.orders().await];
+
+    let calls = (0..20).map(|i| {
+        let mut client = clients[i % 2].clone();
+        let request = an_order(&user_id, "one-key");
+        tokio::spawn(async move {
+            client
+                .create_order(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .order
+                .unwrap()
+                .id
+        })
+    });
+    let mut ids = HashSet::new();
+    for call in calls {
+        ids.insert(call.await.unwrap());
+    }
+    assert_eq!(ids.len(), 1, "every call answered with the one order");
+    let listed = clients[0]
+        .clone()
+        .list_orders(ListOrdersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.orders.len(), 1, "and only one was stored");
+}
+
+#[tokio::test]
+async fn a_watcher_on_one_replica_sees_orders_made_through_another() {
+    let Some(admin) = postgres_or_skip("a_watcher_on_one_replica_sees_orders_made_through_another") else {
+        return;
+    };
+    let (user, a, b) = two_order_replicas(&admin);
+    let user_id = new_user(&user).await;
+    let mut watch = a
+        .orders()
+        .await
+        .watch_orders(WatchOrdersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut through_b = b.orders().await;
+    let order = through_b
+        .create_order(an_order(&user_id, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    through_b
+        .cancel_order(CancelOrderRequest { id: order.id.clone() })
+        .await
+        .unwrap();
+
+    let created = watch
+        .message()
+        .await
+        .unwrap()
+        .expect("a created event from replica B");
+    assert_eq!(created.event_type(), OrderEventType::Created);
+    assert_eq!(created.order.unwrap().id, order.id);
+    let cancelled = watch
+        .message()
+        .await
+        .unwrap()
+        .expect("a cancelled event from replica B");
+    assert_eq!(cancelled.event_type(), OrderEventType::Cancelled);
+}
+
+/// A PostgreSQL server of the test's own (initdb + pg_ctl in a temporary directory, on a
+/// free port), so it can be stopped without touching the machine's shared instance.
+struct OwnPostgres {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnPostgres {
+    fn start() -> Option<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|entry| Some(entry.ok()?.path().join("bin")))
+            .find(|bin| bin.join("pg_ctl").exists())?;
+        let dir = tempfile::tempdir().ok()?;
+        // initdb refuses to run as root; the directory must be the server user's.
+        make_world_writable(dir.path());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let postgres = Self { bin, dir, port };
+        let data = postgres.data();
+        postgres.run(
+            "initdb",
+            &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        );
+        postgres.start_server();
+        Some(postgres)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn start_server(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {}",
+            self.port,
+            self.dir.path().display()
+        );
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-w",
+                "-l",
+                &format!("{}.log", self.data()),
+                "start",
+            ],
+        );
+    }
+
+    fn stop_server(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let tool = self.bin.join(tool);
+        let as_root = nix::unistd::geteuid().is_root();
+        let mut command = if as_root {
+            Command::new("runuser")
+        } else {
+            Command::new(&tool)
+        };
+        if as_root {
+            command.args(["-u", "postgres", "--"]).arg(&tool);
+        }
+        let output = command.args(args).output().expect("the PostgreSQL tool runs");
+        assert!(
+            output.status.success(),
+            "{tool:?} {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+fn make_world_writable(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).expect("chmod the temp dir");
+}
+
+#[tokio::test]
+async fn losing_the_database_is_unavailable_and_not_serving_until_it_returns() {
+    if postgres_or_skip("losing_the_database_is_unavailable_and_not_serving_until_it_returns").is_none() {
+        return;
+    }
+    let Some(postgres) = OwnPostgres::start() else {
+        eprintln!("skipping: no PostgreSQL server binaries (initdb, pg_ctl) under /usr/lib/postgresql");
+        return;
+    };
+    let user = Spawn::new("user-service")
+        .env("DATABASE_URL", postgres.url())
+        .env("DATABASE_ACQUIRE_TIMEOUT", "500ms")
+        .start();
+    let mut users = user.users().await;
+    let id = new_user(&user).await;
+    let mut health = user.health().await;
+    let status = |health: &mut tonic_health::pb::health_client::HealthClient<_>| {
+        let mut health = health.clone();
+        async move {
+            let request = HealthCheckRequest {
+                service: "user.v1.UserService".into(),
+            };
+            health.check(request).await.ok().map(|r| r.into_inner().status)
+        }
+    };
+
+    postgres.stop_server();
+    let error = users
+        .get_user(GetUserRequest { id: id.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::Unavailable, "{error:?}");
+    eventually("health turns NOT_SERVING", || {
+        let check = status(&mut health);
+        async move { (check.await == Some(ServingStatus::NotServing as i32)).then_some(()) }
+    })
+    .await;
+
+    postgres.start_server();
+    eventually("health turns SERVING again", || {
+        let check = status(&mut health);
+        async move { (check.await == Some(ServingStatus::Serving as i32)).then_some(()) }
+    })
+    .await;
+    let back = users.get_user(GetUserRequest { id }).await.unwrap();
+    assert_eq!(back.into_inner().user.unwrap().email, "buyer@example.com");
+}
