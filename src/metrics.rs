@@ -86,19 +86,30 @@ impl GrpcMetrics {
             metrics: self,
             method,
             started: std::time::Instant::now(),
+            finished: false,
         }
     }
 }
 
-/// One call in flight; [`CallTimer::finish`] records how it ended.
+/// One call in flight; [`CallTimer::finish`] records how it ended. Dropped unfinished (the
+/// caller went away, or a deadline dropped the call), it records `Canceled`, so the
+/// in-flight gauge never leaks.
 pub struct CallTimer {
     metrics: &'static GrpcMetrics,
     method: RpcMethod,
     started: std::time::Instant,
+    finished: bool,
 }
 
 impl CallTimer {
-    pub fn finish(self, code: Code) {
+    pub fn finish(mut self, code: Code) {
+        self.record(code);
+    }
+
+    fn record(&mut self, code: Code) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
         let method = self.method;
         let labels = [method.call_type.as_str(), method.service, method.method];
         self.metrics.in_flight.with_label_values(&labels).dec();
@@ -110,6 +121,68 @@ impl CallTimer {
             .handled
             .with_label_values(&[labels[0], labels[1], labels[2], code_name(code)])
             .inc();
+    }
+}
+
+impl Drop for CallTimer {
+    fn drop(&mut self) {
+        self.record(Code::Cancelled);
+    }
+}
+
+/// What the client stack's resilience does: retries, and endpoints ejected by breakers.
+pub struct ResilienceMetrics {
+    retries: IntCounterVec,
+    ejections: IntCounterVec,
+    ejected: IntGaugeVec,
+}
+
+/// The client stack's retries and ejections.
+pub static RESILIENCE: LazyLock<ResilienceMetrics> = LazyLock::new(|| {
+    let registered = "metric names are unique and registered once per process";
+    ResilienceMetrics {
+        retries: register_int_counter_vec!(
+            Opts::new(
+                "grpc_client_retries_total",
+                "Attempts sent again after UNAVAILABLE or no response."
+            ),
+            &["grpc_service", "grpc_method"]
+        )
+        .expect(registered),
+        ejections: register_int_counter_vec!(
+            Opts::new(
+                "meshwork_client_endpoint_ejections_total",
+                "Times an endpoint was ejected by its breaker."
+            ),
+            &["endpoint"]
+        )
+        .expect(registered),
+        ejected: register_int_gauge_vec!(
+            Opts::new(
+                "meshwork_client_endpoint_ejected",
+                "1 while an endpoint is ejected, else 0."
+            ),
+            &["endpoint"]
+        )
+        .expect(registered),
+    }
+});
+
+impl ResilienceMetrics {
+    pub fn retried(&self, method: &RpcMethod) {
+        self.retries
+            .with_label_values(&[method.service, method.method])
+            .inc();
+    }
+
+    /// An endpoint was ejected (`true`) or came back (`false`).
+    pub fn ejected(&self, endpoint: &str, ejected: bool) {
+        if ejected {
+            self.ejections.with_label_values(&[endpoint]).inc();
+        }
+        self.ejected
+            .with_label_values(&[endpoint])
+            .set(i64::from(ejected));
     }
 }
 

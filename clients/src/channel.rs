@@ -1,23 +1,45 @@
-//! [`connect`]: the one place a client channel is built.
+//! [`connect`]: the one place a client channel is built. The stack, outermost first:
 //!
-//! The stack, outermost first:
-//! 1. [`ClientTraceLayer`]: a client span per call, and the trace context injected into
-//!    the outgoing metadata, so the callee's span joins the caller's trace;
-//! 2. [`MetricsLayer::client`]: `grpc_client_*` golden signals;
-//! 3. the channel: lazy connect (a service can start before its dependencies), automatic
-//!    reconnect, HTTP/2 keepalive. Several endpoints, or a `dns:///` name, go through
-//!    tonic's balanced channel (tower's power-of-two-choices balancer), which adds and
-//!    removes endpoints while calls flow.
+//! 1. [`ClientTraceLayer`]: one client span per call (retries included), and the trace
+//!    context injected into the outgoing metadata, so the callee's span joins the trace.
+//! 2. [`MetricsLayer::client`]: `grpc_client_*` golden signals, per call.
+//! 3. [`RetryLayer`]: retries of `UNAVAILABLE` under a budget, with backoff, within the
+//!    call's deadline (see `retry.rs`).
+//! 4. A buffer, so the one balancer below is shared by every clone of the channel.
+//! 5. Load shedding: when no endpoint is ready (all ejected, none resolved) a call fails at
+//!    once instead of queueing for an endpoint that may never come.
+//! 6. tower's power-of-two-choices balancer over the endpoints, weighted by peak-EWMA
+//!    latency, fed live by discovery (`discovery.rs`: a fixed list, or DNS re-resolved).
+//! 7. Per endpoint, a circuit breaker (`breaker.rs`) that ejects an endpoint that keeps
+//!    failing and probes it again later.
+//! 8. Per endpoint, a tonic channel: lazy connect (a service may start before what it
+//!    calls), connect timeout, HTTP/2 keepalive, automatic reconnect.
 
-use std::{collections::HashSet, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use http::Uri;
+use http::{Request, Response};
 use meshwork::layers::{ClientTraceLayer, MetricsLayer, metrics::Metrics, trace::ClientTrace};
-use tokio::sync::mpsc::Sender;
-use tonic::transport::{Channel, Endpoint, channel::Change};
-use tower::ServiceBuilder;
+use tonic::{
+    Status,
+    body::Body,
+    transport::{Channel, Endpoint},
+};
+use tower::{
+    BoxError, ServiceBuilder,
+    balance::p2c::Balance,
+    buffer::Buffer,
+    load::{CompleteOnResponse, PeakEwmaDiscover},
+    load_shed::LoadShed,
+    retry::{backoff::ExponentialBackoffMaker, budget::TpsBudget},
+    util::{BoxCloneSyncService, rng::HasherRng},
+};
 
-use crate::target::Target;
+use crate::{
+    breaker::{Breaker, BreakerPolicy},
+    discovery,
+    retry::{Retry, RetryLayer, RetryPolicy, reads_only},
+    target::Target,
+};
 
 /// How a client channel behaves. The defaults suit calls inside one cluster.
 #[derive(Debug, Clone)]
@@ -30,6 +52,25 @@ pub struct ChannelOptions {
     pub keepalive_timeout: Duration,
     /// How often a `dns:///` target is re-resolved.
     pub dns_refresh: Duration,
+    /// Time limit of a call that carries no deadline of its own.
+    pub default_timeout: Option<Duration>,
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    /// Retries allowed on top of calls, as a share of recent calls (0.2: at most 20% more).
+    pub retry_budget: f32,
+    /// Retries allowed per second whatever the budget, so a quiet client can still retry.
+    pub min_retries_per_second: u32,
+    /// Backoff before the first retry; doubling, with jitter, up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Retry every method, not only reads: for callers whose writes carry idempotency keys.
+    pub retry_writes: bool,
+    /// Consecutive failures that eject an endpoint.
+    pub eject_after: u32,
+    /// How long the first ejection lasts (each one in a row lasts twice the last).
+    pub eject_for: Duration,
+    /// The longest ejection.
+    pub max_eject_for: Duration,
 }
 
 impl Default for ChannelOptions {
@@ -39,35 +80,86 @@ impl Default for ChannelOptions {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             dns_refresh: Duration::from_secs(5),
+            default_timeout: None,
+            max_attempts: 3,
+            retry_budget: 0.2,
+            min_retries_per_second: 10,
+            min_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(500),
+            retry_writes: false,
+            eject_after: 5,
+            eject_for: Duration::from_secs(5),
+            max_eject_for: Duration::from_secs(60),
         }
     }
 }
 
-/// What [`connect`] returns: give it to a generated client, `UserServiceClient::new(..)`.
-pub type MeshChannel = ClientTrace<Metrics<Channel>>;
+/// The balanced, shed, buffered part of the stack, boxed so that it has a name. Its error is
+/// a `Status`: with a boxed `dyn Error` there, rustc cannot prove a generated client's
+/// future `Send` (a higher-ranked lifetime bug), which `async_trait` callers need.
+type Balanced = BoxCloneSyncService<Request<Body>, Response<Body>, Status>;
 
-/// A channel to `target` with the client stack above. Must be called inside a tokio runtime
-/// (`dns:///` spawns its resolver task there). Never waits for a connection.
+/// What [`connect`] returns: give it to a generated client, `UserServiceClient::new(..)`.
+pub type MeshChannel = ClientTrace<Metrics<Retry<Balanced>>>;
+
+/// A channel to `target` with the stack above. Must be called inside a tokio runtime
+/// (discovery runs as a task there). Never waits for a connection.
 pub fn connect(target: &Target, options: &ChannelOptions) -> MeshChannel {
+    let endpoints = discovery::discover(target, options.dns_refresh, {
+        let options = options.clone();
+        move |uri: &http::Uri| {
+            let policy = BreakerPolicy {
+                eject_after: options.eject_after,
+                eject_for: options.eject_for,
+                max_eject_for: options.max_eject_for,
+            };
+            Breaker::new(endpoint(uri, &options).connect_lazy(), policy, uri.to_string())
+        }
+    });
+    let balancer = Balance::new(PeakEwmaDiscover::new(
+        endpoints,
+        Duration::from_millis(30),
+        Duration::from_secs(10),
+        CompleteOnResponse::default(),
+    ));
+    let balanced: Balanced = BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .map_err(|error: BoxError| Status::unavailable(crate::retry::describe(error)))
+            .service(Buffer::new(LoadShed::new(balancer), 1024)),
+    );
+
     ServiceBuilder::new()
         .layer(ClientTraceLayer)
         .layer(MetricsLayer::client())
-        .service(channel(target, options))
+        .layer(RetryLayer::new(retry_policy(options)))
+        .service(balanced)
 }
 
-fn channel(target: &Target, options: &ChannelOptions) -> Channel {
-    match target {
-        Target::Static(uris) if uris.len() == 1 => endpoint(&uris[0], options).connect_lazy(),
-        Target::Static(uris) => Channel::balance_list(uris.iter().map(|uri| endpoint(uri, options))),
-        Target::Dns { host, port } => {
-            let (channel, changes) = Channel::balance_channel(64);
-            tokio::spawn(resolve_forever(host.clone(), *port, options.clone(), changes));
-            channel
-        }
+fn retry_policy(options: &ChannelOptions) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: options.max_attempts.max(1),
+        budget: Arc::new(TpsBudget::new(
+            Duration::from_secs(10),
+            options.min_retries_per_second,
+            options.retry_budget,
+        )),
+        backoff: ExponentialBackoffMaker::new(
+            options.min_backoff,
+            options.max_backoff,
+            1.0,
+            HasherRng::default(),
+        )
+        .expect("backoff bounds are positive and ordered"),
+        retryable: if options.retry_writes {
+            crate::retry::every_method
+        } else {
+            reads_only
+        },
+        default_timeout: options.default_timeout,
     }
 }
 
-fn endpoint(uri: &Uri, options: &ChannelOptions) -> Endpoint {
+fn endpoint(uri: &http::Uri, options: &ChannelOptions) -> Endpoint {
     Endpoint::from(uri.clone())
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true)
@@ -76,42 +168,7 @@ fn endpoint(uri: &Uri, options: &ChannelOptions) -> Endpoint {
         .keep_alive_while_idle(true)
 }
 
-/// Resolves `host` every `dns_refresh` and tells the balancer which addresses came and
-/// went. Ends when the channel is dropped.
-async fn resolve_forever(
-    host: String,
-    port: u16,
-    options: ChannelOptions,
-    changes: Sender<Change<Uri, Endpoint>>,
-) {
-    let mut current: HashSet<Uri> = HashSet::new();
-    let mut every = tokio::time::interval(options.dns_refresh);
-    loop {
-        every.tick().await;
-        let resolved: HashSet<Uri> = match tokio::net::lookup_host((host.as_str(), port)).await {
-            Ok(addrs) => addrs
-                .filter_map(|addr| format!("http://{addr}").parse().ok())
-                .collect(),
-            Err(error) => {
-                // Keep the endpoints we have: a DNS hiccup must not empty the balancer.
-                tracing::warn!(%host, %error, "cannot resolve; keeping the current endpoints");
-                continue;
-            }
-        };
-        for gone in current.difference(&resolved) {
-            if changes.send(Change::Remove(gone.clone())).await.is_err() {
-                return;
-            }
-        }
-        for new in resolved.difference(&current) {
-            if changes
-                .send(Change::Insert(new.clone(), endpoint(new, &options)))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-        current = resolved;
-    }
+/// A single endpoint's channel, for callers that balance elsewhere.
+pub fn plain_channel(uri: &http::Uri, options: &ChannelOptions) -> Channel {
+    endpoint(uri, options).connect_lazy()
 }

@@ -5,8 +5,9 @@
 //!   [`OrderServiceClient`];
 //! - [`target`]: where a service is (`http://host:port`, a comma-separated list, or
 //!   `dns:///name:port`);
-//! - [`channel`]: [`connect`], the one place a client channel is built: tracing and
-//!   metrics layers, endpoints, balancing, timeouts, keepalive;
+//! - [`channel`]: [`connect`], the one place a client channel is built: tracing, metrics,
+//!   retries under a budget, balancing, outlier ejection, timeouts, keepalive;
+//! - [`retry`], [`breaker`], [`discovery`]: the layers of that stack with their reasons;
 //! - [`deadline`]: passing a caller's remaining deadline on to the next hop.
 //!
 //! ```no_run
@@ -17,8 +18,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod breaker;
 pub mod channel;
 pub mod deadline;
+pub mod discovery;
+pub mod retry;
 pub mod target;
 
 pub use channel::{ChannelOptions, MeshChannel, connect};

@@ -43,8 +43,8 @@ impl UserDirectory for GrpcUserDirectory {
         // The header tells the User service when to give up; the local timer covers a
         // connection that never answers at all.
         request.set_timeout(budget.timeout);
-        let mut client = self.client.clone();
         let expires = Instant::now() + budget.timeout;
+        let mut client = self.client.clone();
         let answer = tokio::time::timeout(budget.timeout, client.get_user(request)).await;
         let status = match answer {
             Ok(Ok(_)) => return Ok(true),

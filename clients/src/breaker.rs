@@ -1,0 +1,223 @@
+//! Outlier ejection: a circuit breaker per endpoint, as a small state machine.
+//!
+//! - `Closed`: calls flow; consecutive failures are counted, a success resets the count.
+//! - `Open`: after `eject_after` consecutive failures the endpoint is ejected: it reports
+//!   "not ready", so the balancer sends nothing there, until the ejection ends. Each
+//!   ejection in a row lasts twice the one before (up to `max_eject_for`), as Envoy does.
+//! - `HalfOpen`: the ejection is over; one call probes the endpoint. Success closes the
+//!   breaker, failure opens it again.
+//!
+//! A failure is a call that got no response (connection refused, reset) or answered
+//! `UNAVAILABLE`: the endpoint's fault, not the request's.
+
+use std::{
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::{Request, Response};
+use meshwork::{metrics::RESILIENCE, rpc::status_in};
+use tokio::time::{Instant, Sleep};
+use tonic::Code;
+use tower::Service;
+
+/// When an endpoint is ejected, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct BreakerPolicy {
+    /// Consecutive failures that eject an endpoint.
+    pub eject_after: u32,
+    /// The first ejection's length.
+    pub eject_for: Duration,
+    /// The longest ejection.
+    pub max_eject_for: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Closed { failures: u32 },
+    Open { until: Instant, ejections: u32 },
+    HalfOpen { probing: bool, ejections: u32 },
+}
+
+/// One endpoint behind its breaker.
+pub struct Breaker<S> {
+    inner: S,
+    state: Arc<Mutex<State>>,
+    policy: BreakerPolicy,
+    endpoint: Arc<str>,
+    wake_at: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> Breaker<S> {
+    pub fn new(inner: S, policy: BreakerPolicy, endpoint: impl Into<Arc<str>>) -> Self {
+        Self {
+            inner,
+            state: Arc::new(Mutex::new(State::Closed { failures: 0 })),
+            policy,
+            endpoint: endpoint.into(),
+            wake_at: None,
+        }
+    }
+
+    /// Not ready until `until`; the timer wakes the balancer then.
+    fn wait_until(&mut self, until: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        let sleep = self
+            .wake_at
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+        if sleep.deadline() != until {
+            sleep.as_mut().reset(until);
+        }
+        sleep.as_mut().poll(cx)
+    }
+}
+
+/// While a probe is out, others wait this long before asking again.
+const PROBE_WAIT: Duration = Duration::from_millis(50);
+
+impl<S, B> Service<Request<B>> for Breaker<S>
+where
+    S: Service<Request<B>, Response = Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        loop {
+            let state = *self.state.lock().expect("breaker lock is never poisoned");
+            match state {
+                State::Closed { .. } | State::HalfOpen { probing: false, .. } => break,
+                State::Open { until, ejections } => {
+                    if self.wait_until(until, cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    *self.state.lock().expect("breaker lock is never poisoned") = State::HalfOpen {
+                        probing: false,
+                        ejections,
+                    };
+                }
+                State::HalfOpen { probing: true, .. } => {
+                    if self.wait_until(Instant::now() + PROBE_WAIT, cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+        self.wake_at = None;
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        {
+            let mut state = self.state.lock().expect("breaker lock is never poisoned");
+            if let State::HalfOpen { ejections, .. } = *state {
+                *state = State::HalfOpen {
+                    probing: true,
+                    ejections,
+                };
+            }
+        }
+        let call = self.inner.call(request);
+        let state = self.state.clone();
+        let policy = self.policy;
+        let endpoint = self.endpoint.clone();
+        Box::pin(async move {
+            let result = call.await;
+            let failed = match &result {
+                Ok(response) => status_in(response.headers()) == Some(Code::Unavailable),
+                Err(_) => true,
+            };
+            record(&state, &policy, &endpoint, failed);
+            result
+        })
+    }
+}
+
+fn record(state: &Mutex<State>, policy: &BreakerPolicy, endpoint: &str, failed: bool) {
+    let mut state = state.lock().expect("breaker lock is never poisoned");
+    let next = match (*state, failed) {
+        (State::Closed { .. }, false) => State::Closed { failures: 0 },
+        (State::HalfOpen { .. }, false) => {
+            tracing::info!(endpoint, "endpoint answers again; back in the balancer");
+            RESILIENCE.ejected(endpoint, false);
+            State::Closed { failures: 0 }
+        }
+        (State::Closed { failures }, true) if failures + 1 < policy.eject_after => State::Closed {
+            failures: failures + 1,
+        },
+        (State::Closed { .. }, true) => eject(policy, endpoint, 1),
+        (State::HalfOpen { ejections, .. }, true) => eject(policy, endpoint, ejections + 1),
+        // Calls that were in flight when the endpoint was ejected: nothing new to learn.
+        (open @ State::Open { .. }, _) => open,
+    };
+    *state = next;
+}
+
+fn eject(policy: &BreakerPolicy, endpoint: &str, ejections: u32) -> State {
+    let factor = 2u32.saturating_pow(ejections.saturating_sub(1).min(16));
+    let length = policy.eject_for.saturating_mul(factor).min(policy.max_eject_for);
+    tracing::warn!(endpoint, ?length, ejections, "endpoint keeps failing; ejected");
+    RESILIENCE.ejected(endpoint, true);
+    State::Open {
+        until: Instant::now() + length,
+        ejections,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: BreakerPolicy = BreakerPolicy {
+        eject_after: 3,
+        eject_for: Duration::from_secs(1),
+        max_eject_for: Duration::from_secs(3),
+    };
+
+    #[tokio::test]
+    async fn ejects_after_consecutive_failures_and_backs_off() {
+        let state = Mutex::new(State::Closed { failures: 0 });
+        record(&state, &POLICY, "e", true);
+        record(&state, &POLICY, "e", false);
+        record(&state, &POLICY, "e", true);
+        record(&state, &POLICY, "e", true);
+        assert_eq!(
+            *state.lock().unwrap(),
+            State::Closed { failures: 2 },
+            "a success resets the count"
+        );
+        record(&state, &POLICY, "e", true);
+        let State::Open { until, ejections: 1 } = *state.lock().unwrap() else {
+            panic!("ejected after three failures in a row")
+        };
+        assert!(until > Instant::now());
+
+        *state.lock().unwrap() = State::HalfOpen {
+            probing: true,
+            ejections: 2,
+        };
+        record(&state, &POLICY, "e", true);
+        let State::Open { until, ejections: 3 } = *state.lock().unwrap() else {
+            panic!("a failed probe ejects again")
+        };
+        assert!(
+            until <= Instant::now() + POLICY.max_eject_for,
+            "ejections are capped"
+        );
+
+        *state.lock().unwrap() = State::HalfOpen {
+            probing: true,
+            ejections: 3,
+        };
+        record(&state, &POLICY, "e", false);
+        assert_eq!(
+            *state.lock().unwrap(),
+            State::Closed { failures: 0 },
+            "a good probe closes"
+        );
+    }
+}
