@@ -27,6 +27,26 @@ pub struct ServerConfig {
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
 
+    /// Calls handled at once; more are answered RESOURCE_EXHAUSTED at once.
+    #[arg(long, env = "MAX_CONCURRENT_CALLS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_calls: u32,
+
+    /// HTTP/2 streams (calls) one connection may have open.
+    #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
+
+    /// Longest any call may run, whatever deadline the caller sends (streams excepted).
+    #[arg(long, env = "MAX_CALL_DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub max_call_duration: Duration,
+
+    /// How often an HTTP/2 ping checks each connection.
+    #[arg(long, env = "HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub http2_keepalive_interval: Duration,
+
+    /// How long a ping may go unanswered before the connection is closed.
+    #[arg(long, env = "HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+
     /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = parse_log_filter)]
     pub rust_log: String,

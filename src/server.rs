@@ -23,7 +23,7 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::{
     config::ServerConfig,
-    layers::{DeadlineLayer, MetricsLayer, ServerTraceLayer, SpecStatusCodesLayer},
+    layers::{DeadlineLayer, LoadShedLayer, MetricsLayer, ServerTraceLayer, SpecStatusCodesLayer},
     metrics, proto,
     telemetry::Telemetry,
 };
@@ -158,8 +158,12 @@ pub async fn serve(
         .layer(ServerTraceLayer)
         // grpc_server_* golden signals. Inside the span, so both see the same final code.
         .layer(MetricsLayer::server())
-        // The caller's grpc-timeout, enforced: DEADLINE_EXCEEDED, and the handler dropped.
-        .layer(DeadlineLayer::new(None))
+        // Overload: beyond max_concurrent_calls, RESOURCE_EXHAUSTED at once (logged and
+        // counted by the layers above, like any answer).
+        .layer(LoadShedLayer::new(config.max_concurrent_calls as usize))
+        // The caller's grpc-timeout (capped by max_call_duration), enforced:
+        // DEADLINE_EXCEEDED, and the handler dropped, which cancels its downstream calls.
+        .layer(DeadlineLayer::new(Some(config.max_call_duration)))
         // tonic's own error answers, fixed to gRPC's status-code spec.
         .layer(SpecStatusCodesLayer)
         .service(routes);
@@ -167,10 +171,10 @@ pub async fn serve(
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_interval(config.http2_keepalive_interval)
+        .keep_alive_timeout(config.http2_keepalive_timeout)
         .adaptive_window(true)
-        .max_concurrent_streams(1024);
+        .max_concurrent_streams(config.max_concurrent_streams);
 
     tracing::info!(grpc_addr = %local_addr, "listening");
     let connections = GracefulShutdown::new();

@@ -7,8 +7,10 @@
 //! - `HalfOpen`: the ejection is over; one call probes the endpoint. Success closes the
 //!   breaker, failure opens it again.
 //!
-//! A failure is a call that got no response (connection refused, reset) or answered
-//! `UNAVAILABLE`: the endpoint's fault, not the request's.
+//! A failure is a call answered `UNAVAILABLE`, or one that got no response at all. The
+//! latter (connection refused or reset: the process is gone) ejects at once: fast
+//! failures look like low latency to a latency-weighted balancer, which would otherwise
+//! send it more calls, not fewer.
 
 use std::{
     pin::Pin,
@@ -127,30 +129,42 @@ where
         let endpoint = self.endpoint.clone();
         Box::pin(async move {
             let result = call.await;
-            let failed = match &result {
-                Ok(response) => status_in(response.headers()) == Some(Code::Unavailable),
-                Err(_) => true,
+            let outcome = match &result {
+                Ok(response) if status_in(response.headers()) == Some(Code::Unavailable) => Outcome::Failed,
+                Ok(_) => Outcome::Answered,
+                Err(_) => Outcome::Unreachable,
             };
-            record(&state, &policy, &endpoint, failed);
+            record(&state, &policy, &endpoint, outcome);
             result
         })
     }
 }
 
-fn record(state: &Mutex<State>, policy: &BreakerPolicy, endpoint: &str, failed: bool) {
+/// How one call through an endpoint went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Any answer but `UNAVAILABLE`.
+    Answered,
+    /// `UNAVAILABLE`.
+    Failed,
+    /// No answer: the connection failed.
+    Unreachable,
+}
+
+fn record(state: &Mutex<State>, policy: &BreakerPolicy, endpoint: &str, outcome: Outcome) {
     let mut state = state.lock().expect("breaker lock is never poisoned");
-    let next = match (*state, failed) {
-        (State::Closed { .. }, false) => State::Closed { failures: 0 },
-        (State::HalfOpen { .. }, false) => {
+    let next = match (*state, outcome) {
+        (State::Closed { .. }, Outcome::Answered) => State::Closed { failures: 0 },
+        (State::HalfOpen { .. }, Outcome::Answered) => {
             tracing::info!(endpoint, "endpoint answers again; back in the balancer");
             RESILIENCE.ejected(endpoint, false);
             State::Closed { failures: 0 }
         }
-        (State::Closed { failures }, true) if failures + 1 < policy.eject_after => State::Closed {
+        (State::Closed { failures }, Outcome::Failed) if failures + 1 < policy.eject_after => State::Closed {
             failures: failures + 1,
         },
-        (State::Closed { .. }, true) => eject(policy, endpoint, 1),
-        (State::HalfOpen { ejections, .. }, true) => eject(policy, endpoint, ejections + 1),
+        (State::Closed { .. }, _) => eject(policy, endpoint, 1),
+        (State::HalfOpen { ejections, .. }, _) => eject(policy, endpoint, ejections + 1),
         // Calls that were in flight when the endpoint was ejected: nothing new to learn.
         (open @ State::Open { .. }, _) => open,
     };
@@ -181,16 +195,16 @@ mod tests {
     #[tokio::test]
     async fn ejects_after_consecutive_failures_and_backs_off() {
         let state = Mutex::new(State::Closed { failures: 0 });
-        record(&state, &POLICY, "e", true);
-        record(&state, &POLICY, "e", false);
-        record(&state, &POLICY, "e", true);
-        record(&state, &POLICY, "e", true);
+        record(&state, &POLICY, "e", Outcome::Failed);
+        record(&state, &POLICY, "e", Outcome::Answered);
+        record(&state, &POLICY, "e", Outcome::Failed);
+        record(&state, &POLICY, "e", Outcome::Failed);
         assert_eq!(
             *state.lock().unwrap(),
             State::Closed { failures: 2 },
             "a success resets the count"
         );
-        record(&state, &POLICY, "e", true);
+        record(&state, &POLICY, "e", Outcome::Failed);
         let State::Open { until, ejections: 1 } = *state.lock().unwrap() else {
             panic!("ejected after three failures in a row")
         };
@@ -200,7 +214,7 @@ mod tests {
             probing: true,
             ejections: 2,
         };
-        record(&state, &POLICY, "e", true);
+        record(&state, &POLICY, "e", Outcome::Failed);
         let State::Open { until, ejections: 3 } = *state.lock().unwrap() else {
             panic!("a failed probe ejects again")
         };
@@ -213,11 +227,18 @@ mod tests {
             probing: true,
             ejections: 3,
         };
-        record(&state, &POLICY, "e", false);
+        record(&state, &POLICY, "e", Outcome::Answered);
         assert_eq!(
             *state.lock().unwrap(),
             State::Closed { failures: 0 },
             "a good probe closes"
         );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_ejected_at_once() {
+        let state = Mutex::new(State::Closed { failures: 0 });
+        record(&state, &POLICY, "e", Outcome::Unreachable);
+        assert!(matches!(*state.lock().unwrap(), State::Open { ejections: 1, .. }));
     }
 }

@@ -11,6 +11,7 @@
 pub mod database;
 pub mod otlp;
 pub mod raw;
+pub mod slow_user;
 
 use std::{
     io::{BufRead, BufReader},

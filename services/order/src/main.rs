@@ -44,6 +44,47 @@ struct Config {
     /// Cap on each call to the User service (the caller's own deadline may be shorter).
     #[arg(long, env = "USER_SERVICE_TIMEOUT", default_value = "2s", value_parser = config::parse_duration)]
     user_service_timeout: Duration,
+
+    /// Attempts per User call, the first included (retries only on UNAVAILABLE).
+    #[arg(long, env = "USER_SERVICE_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    user_service_max_attempts: u32,
+
+    /// Retries allowed on top of User calls, as a share of recent calls.
+    #[arg(long, env = "USER_SERVICE_RETRY_BUDGET", default_value_t = 0.2, value_parser = parse_share)]
+    user_service_retry_budget: f32,
+
+    /// Consecutive failures that eject a User endpoint from the balancer.
+    #[arg(long, env = "USER_SERVICE_EJECT_AFTER", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    user_service_eject_after: u32,
+
+    /// How long a User endpoint's first ejection lasts (doubling while it keeps failing).
+    #[arg(long, env = "USER_SERVICE_EJECT_FOR", default_value = "5s", value_parser = config::parse_duration)]
+    user_service_eject_for: Duration,
+
+    /// How often a `dns:///` USER_SERVICE_URL is resolved again.
+    #[arg(long, env = "USER_SERVICE_DNS_REFRESH", default_value = "5s", value_parser = config::parse_duration)]
+    user_service_dns_refresh: Duration,
+}
+
+impl Config {
+    /// How the channel to the User service behaves.
+    fn user_channel(&self) -> ChannelOptions {
+        ChannelOptions {
+            max_attempts: self.user_service_max_attempts,
+            retry_budget: self.user_service_retry_budget,
+            eject_after: self.user_service_eject_after,
+            eject_for: self.user_service_eject_for,
+            dns_refresh: self.user_service_dns_refresh,
+            ..ChannelOptions::default()
+        }
+    }
+}
+
+fn parse_share(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(share) if (0.0..=10.0).contains(&share) => Ok(share),
+        _ => Err("expected a share like 0.2 (20%)".into()),
+    }
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -66,7 +107,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let channel = meshwork_clients::connect(&config.user_service_url, &ChannelOptions::default());
+    let channel = meshwork_clients::connect(&config.user_service_url, &config.user_channel());
     let users = users::GrpcUserDirectory::new(channel, config.user_service_timeout);
     let api = api::OrderApi::new(store.clone(), Arc::new(users), events, shutdown.clone());
     let orders = OrderServiceServer::new(api)
