@@ -45,7 +45,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct LoadArgs {
-    /// The service called: `http://host:port`.
+    /// The service called: `http://host:port`, or several separated by commas (the
+    /// connections are spread over them: replicas behind a load balancer).
     #[arg(long)]
     target: String,
     /// The RPC called.
@@ -135,13 +136,15 @@ impl Caller {
 }
 
 async fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let targets: Vec<&str> = args.target.split(',').collect();
     let mut channels = Vec::new();
-    for _ in 0..args.connections.max(1) {
-        channels.push(Channel::from_shared(args.target.clone())?.connect().await?);
+    for i in 0..args.connections.max(targets.len()) {
+        let target = targets[i % targets.len()].to_owned();
+        channels.push(Channel::from_shared(target)?.connect().await?);
     }
     let user_id: Arc<str> = match args.rpc {
         Rpc::GetUser | Rpc::CreateOrder => {
-            let target = args.user_target.clone().unwrap_or_else(|| args.target.clone());
+            let target = args.user_target.clone().unwrap_or_else(|| targets[0].to_owned());
             let mut users = UserServiceClient::connect(target).await?;
             let email = format!(
                 "bench-owner-{}-{}@example.com",
