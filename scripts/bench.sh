@@ -47,7 +47,7 @@ rss_mib() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 
 fresh_pg_db() { # NAME: creates a fresh database, prints its URL
   local db="meshwork_bench_$1"
-  psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
+  psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null 2>&1
   echo "${PG_ADMIN%/*}/$db"
 }
 
@@ -73,9 +73,9 @@ start order order-service 51054 USER_SERVICE_URL=http://127.0.0.1:51053
 load "CreateOrder (SQLite, 1 User)" http://127.0.0.1:51054 create-order --user-target http://127.0.0.1:51053
 
 start user-2 user-service 51055
+user2_pid=$last_pid
 start order-2 order-service 51056 USER_SERVICE_URL=http://127.0.0.1:51053,http://127.0.0.1:51055
 load "CreateOrder (SQLite, 2 Users)" http://127.0.0.1:51056 create-order --user-target http://127.0.0.1:51053
-user2_pid=$last_pid
 ( sleep 5; kill -KILL "$user2_pid" ) &
 load "CreateOrder (2 Users, 1 killed at 5s)" http://127.0.0.1:51056 create-order --user-target http://127.0.0.1:51053
 

@@ -9,6 +9,7 @@
 //! fresh PostgreSQL database of its own (see [`database`]): the same tests, either backend.
 
 pub mod database;
+pub mod fixtures;
 pub mod otlp;
 pub mod raw;
 pub mod slow_user;

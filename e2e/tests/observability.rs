@@ -9,10 +9,9 @@ use std::{
 
 use meshwork::proto::{
     hello::v1::SayHelloRequest,
-    order::v1::{CreateOrderRequest, OrderItem},
     user::v1::{CreateUserRequest, GetUserRequest},
 };
-use meshwork_e2e::{Mesh, Spawn, otlp::OtlpReceiver};
+use meshwork_e2e::{Mesh, Spawn, fixtures::an_order, otlp::OtlpReceiver};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::Value;
 use tonic::Code;
@@ -27,18 +26,6 @@ fn with_traceparent<T>(message: T) -> tonic::Request<T> {
         .metadata_mut()
         .insert("traceparent", traceparent.parse().unwrap());
     request
-}
-
-fn an_order(user_id: &str) -> CreateOrderRequest {
-    CreateOrderRequest {
-        user_id: user_id.into(),
-        items: vec![OrderItem {
-            sku: "book".into(),
-            quantity: 1,
-            unit_price_cents: 100,
-        }],
-        request_id: String::new(),
-    }
 }
 
 #[tokio::test]

@@ -4,31 +4,17 @@
 use std::{collections::HashSet, path::PathBuf, process::Command, sync::Arc};
 
 use meshwork::proto::{
-    order::v1::{
-        CancelOrderRequest, CreateOrderRequest, ListOrdersRequest, OrderEventType, OrderItem,
-        WatchOrdersRequest,
-    },
-    user::v1::{CreateUserRequest, GetUserRequest},
+    order::v1::{CancelOrderRequest, ListOrdersRequest, OrderEventType, WatchOrdersRequest},
+    user::v1::GetUserRequest,
 };
 use meshwork_e2e::{
     Service, Spawn,
     database::{TestDatabase, postgres_or_skip},
     eventually,
+    fixtures::{an_order, an_order_with_key, new_user},
 };
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
-
-fn an_order(user_id: &str, request_id: &str) -> CreateOrderRequest {
-    CreateOrderRequest {
-        user_id: user_id.into(),
-        items: vec![OrderItem {
-            sku: "book".into(),
-            quantity: 1,
-            unit_price_cents: 100,
-        }],
-        request_id: request_id.into(),
-    }
-}
 
 /// A user-service and two order-service replicas on one order database, started together
 /// (both run the migrations at once; the advisory lock lets one do it).
@@ -50,34 +36,18 @@ fn two_order_replicas(admin_url: &str) -> (Service, Service, Service) {
     (user, a.join().unwrap(), b.join().unwrap())
 }
 
-async fn new_user(user: &Service) -> String {
-    let request = CreateUserRequest {
-        name: "Buyer".into(),
-        email: "buyer@example.com".into(),
-    };
-    user.users()
-        .await
-        .create_user(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap()
-        .id
-}
-
 #[tokio::test]
 async fn concurrent_creates_with_one_request_id_on_two_replicas_make_one_order() {
     let Some(admin) = postgres_or_skip("concurrent_creates_with_one_request_id_on_two_replicas") else {
         return;
     };
     let (user, a, b) = two_order_replicas(&admin);
-    let user_id = new_user(&user).await;
+    let user_id = new_user(&user, "buyer@example.com").await;
     let clients = [a.orders().await, b.orders().await];
 
     let calls = (0..20).map(|i| {
         let mut client = clients[i % 2].clone();
-        let request = an_order(&user_id, "one-key");
+        let request = an_order_with_key(&user_id, "one-key");
         tokio::spawn(async move {
             client
                 .create_order(request)
@@ -109,7 +79,7 @@ async fn a_watcher_on_one_replica_sees_orders_made_through_another() {
         return;
     };
     let (user, a, b) = two_order_replicas(&admin);
-    let user_id = new_user(&user).await;
+    let user_id = new_user(&user, "buyer@example.com").await;
     let mut watch = a
         .orders()
         .await
@@ -120,7 +90,7 @@ async fn a_watcher_on_one_replica_sees_orders_made_through_another() {
 
     let mut through_b = b.orders().await;
     let order = through_b
-        .create_order(an_order(&user_id, ""))
+        .create_order(an_order(&user_id))
         .await
         .unwrap()
         .into_inner()
@@ -260,7 +230,7 @@ async fn losing_the_database_is_unavailable_and_not_serving_until_it_returns() {
         .env("DATABASE_ACQUIRE_TIMEOUT", "500ms")
         .start();
     let mut users = user.users().await;
-    let id = new_user(&user).await;
+    let id = new_user(&user, "buyer@example.com").await;
     let mut health = user.health().await;
     let status = |health: &mut tonic_health::pb::health_client::HealthClient<_>| {
         let mut health = health.clone();

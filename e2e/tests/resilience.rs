@@ -9,42 +9,15 @@ use std::{
     time::Duration,
 };
 
-use meshwork::proto::{
-    order::v1::{CreateOrderRequest, OrderItem},
-    user::v1::CreateUserRequest,
+use meshwork_e2e::{
+    Service, Spawn, eventually,
+    fixtures::{an_order, new_user},
+    raw::plain_http2,
+    slow_user,
 };
-use meshwork_e2e::{Service, Spawn, eventually, raw::plain_http2, slow_user};
 use tokio::net::TcpListener;
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
-
-fn an_order(user_id: &str) -> CreateOrderRequest {
-    CreateOrderRequest {
-        user_id: user_id.into(),
-        items: vec![OrderItem {
-            sku: "book".into(),
-            quantity: 1,
-            unit_price_cents: 100,
-        }],
-        request_id: String::new(),
-    }
-}
-
-async fn new_user(user: &Service) -> String {
-    let request = CreateUserRequest {
-        name: "Buyer".into(),
-        email: "buyer@example.com".into(),
-    };
-    user.users()
-        .await
-        .create_user(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap()
-        .id
-}
 
 /// `grpc_server_handled_total` of GetUser with code OK on `user`.
 async fn get_users_served(user: &Service) -> u64 {
@@ -64,7 +37,7 @@ async fn calls_spread_over_two_user_instances_and_survive_losing_one() {
         .env("USER_SERVICE_URL", format!("{},{}", a.url(), b.url()))
         .env("USER_SERVICE_EJECT_FOR", "200ms")
         .start();
-    let user_id = new_user(&a).await;
+    let user_id = new_user(&a, "buyer@example.com").await;
     let mut orders = order.orders().await;
 
     for _ in 0..40 {
@@ -143,7 +116,7 @@ async fn with_every_user_instance_down_calls_fail_fast_with_bounded_attempts_and
     let user = Spawn::new("user-service")
         .env("LISTEN_ADDR", dead_addr.to_string())
         .start();
-    let user_id = new_user(&user).await;
+    let user_id = new_user(&user, "buyer@example.com").await;
     eventually("CreateOrder works again", || {
         let mut orders = orders.clone();
         let request = an_order(&user_id);
@@ -226,7 +199,7 @@ async fn dns_discovery_finds_the_user_service() {
             format!("dns:///localhost:{}", user.grpc_addr.port()),
         )
         .start();
-    let user_id = new_user(&user).await;
+    let user_id = new_user(&user, "buyer@example.com").await;
     let created = order.orders().await.create_order(an_order(&user_id)).await;
     assert!(created.is_ok(), "{created:?}");
 }

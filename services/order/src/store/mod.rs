@@ -13,7 +13,10 @@ use meshwork::{
     server::Readiness,
 };
 
-use crate::{domain::Order, order_events::OrderEvents};
+use crate::{
+    domain::{Order, OrderStatus},
+    order_events::OrderEvents,
+};
 
 /// What an insert did.
 #[derive(Debug)]
@@ -92,6 +95,31 @@ impl StoreError {
             corrupt @ Self::Corrupt(..) => ApiError::internal(corrupt),
         }
     }
+}
+
+/// An order from a row of either backend (whose SELECT gives `items` as JSON text).
+fn order_from<R>(row: R) -> Result<Order, StoreError>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let column =
+        |name: &str| -> Result<String, StoreError> { row.try_get(name).map_err(StoreError::from_sqlx) };
+    let number = |name: &str| -> Result<i64, StoreError> { row.try_get(name).map_err(StoreError::from_sqlx) };
+    let id = column("id")?;
+    let (items, status) = (column("items")?, column("status")?);
+    let corrupt = |why: String| StoreError::Corrupt(id.clone(), why);
+    Ok(Order {
+        items: serde_json::from_str(&items).map_err(|e| corrupt(e.to_string()))?,
+        status: OrderStatus::from_stored(&status).ok_or_else(|| corrupt(format!("status {status:?}")))?,
+        user_id: column("user_id")?,
+        total_cents: number("total_cents")?,
+        create_time: number("create_time")?,
+        update_time: number("update_time")?,
+        id,
+    })
 }
 
 /// Opens the store `url` names, migrated and ready. With PostgreSQL, other replicas'

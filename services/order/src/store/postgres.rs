@@ -14,10 +14,10 @@ use meshwork::{
     server::Readiness,
 };
 use serde::{Deserialize, Serialize};
-use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction, postgres::PgListener, postgres::PgRow};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction, postgres::PgListener};
 use uuid::Uuid;
 
-use super::{Inserted, OrderStore, StoreError};
+use super::{Inserted, OrderStore, StoreError, order_from};
 use crate::{
     domain::{Order, OrderStatus},
     order_events::OrderEvents,
@@ -140,22 +140,6 @@ async fn relay_notices(pool: PgPool, origin: String, events: OrderEvents) {
         };
         events.publish(kind, &order);
     }
-}
-
-fn order_from(row: PgRow) -> Result<Order, StoreError> {
-    let id: String = row.try_get("id").map_err(StoreError::from_sqlx)?;
-    let items: String = row.try_get("items").map_err(StoreError::from_sqlx)?;
-    let status: String = row.try_get("status").map_err(StoreError::from_sqlx)?;
-    let corrupt = |why: String| StoreError::Corrupt(id.clone(), why);
-    Ok(Order {
-        items: serde_json::from_str(&items).map_err(|e| corrupt(e.to_string()))?,
-        status: OrderStatus::from_stored(&status).ok_or_else(|| corrupt(format!("status {status:?}")))?,
-        user_id: row.try_get("user_id").map_err(StoreError::from_sqlx)?,
-        total_cents: row.try_get("total_cents").map_err(StoreError::from_sqlx)?,
-        create_time: row.try_get("create_time").map_err(StoreError::from_sqlx)?,
-        update_time: row.try_get("update_time").map_err(StoreError::from_sqlx)?,
-        id,
-    })
 }
 
 #[async_trait]

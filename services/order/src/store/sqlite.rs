@@ -7,9 +7,9 @@ use meshwork::{
     database::{self, EmbeddedMigration, OpenError},
     server::Readiness,
 };
-use sqlx::{AssertSqlSafe, Row, SqlitePool, sqlite::SqliteRow};
+use sqlx::{AssertSqlSafe, SqlitePool};
 
-use super::{Inserted, OrderStore, StoreError};
+use super::{Inserted, OrderStore, StoreError, order_from};
 use crate::domain::{Order, OrderStatus};
 
 const MIGRATIONS: &[EmbeddedMigration] = &[(
@@ -39,22 +39,6 @@ impl SqliteOrderStore {
             .map_err(StoreError::from_sqlx)?;
         row.map(order_from).transpose()
     }
-}
-
-fn order_from(row: SqliteRow) -> Result<Order, StoreError> {
-    let id: String = row.try_get("id").map_err(StoreError::from_sqlx)?;
-    let items: String = row.try_get("items").map_err(StoreError::from_sqlx)?;
-    let status: String = row.try_get("status").map_err(StoreError::from_sqlx)?;
-    let corrupt = |why: String| StoreError::Corrupt(id.clone(), why);
-    Ok(Order {
-        items: serde_json::from_str(&items).map_err(|e| corrupt(e.to_string()))?,
-        status: OrderStatus::from_stored(&status).ok_or_else(|| corrupt(format!("status {status:?}")))?,
-        user_id: row.try_get("user_id").map_err(StoreError::from_sqlx)?,
-        total_cents: row.try_get("total_cents").map_err(StoreError::from_sqlx)?,
-        create_time: row.try_get("create_time").map_err(StoreError::from_sqlx)?,
-        update_time: row.try_get("update_time").map_err(StoreError::from_sqlx)?,
-        id,
-    })
 }
 
 #[async_trait]

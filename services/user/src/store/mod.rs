@@ -79,6 +79,26 @@ impl StoreError {
     }
 }
 
+/// The columns of a user row, in every backend.
+const COLUMNS: &str = "id, name, email, create_time, update_time";
+
+/// A user from a row of either backend: the columns and their types are the same.
+fn user_from<R>(row: R) -> Result<User, sqlx::Error>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(User {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        email: row.try_get("email")?,
+        create_time: row.try_get("create_time")?,
+        update_time: row.try_get("update_time")?,
+    })
+}
+
 /// Opens the store `url` names, migrated and ready.
 pub async fn open(url: &DatabaseUrl, pool: &DatabasePoolConfig) -> Result<Arc<dyn UserStore>, OpenError> {
     Ok(match url {

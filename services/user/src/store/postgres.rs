@@ -7,9 +7,9 @@ use meshwork::{
     database::{self, EmbeddedMigration, OpenError},
     server::Readiness,
 };
-use sqlx::{AssertSqlSafe, PgPool, Row, postgres::PgRow};
+use sqlx::{AssertSqlSafe, PgPool};
 
-use super::{StoreError, UserStore};
+use super::{COLUMNS, StoreError, UserStore, user_from};
 use crate::domain::{User, UserChanges};
 
 const MIGRATIONS: &[EmbeddedMigration] = &[(
@@ -17,8 +17,6 @@ const MIGRATIONS: &[EmbeddedMigration] = &[(
     "create users",
     include_str!("../../migrations/postgres/0001_create_users.sql"),
 )];
-
-const COLUMNS: &str = "id, name, email, create_time, update_time";
 
 pub struct PostgresUserStore {
     pool: PgPool,
@@ -29,16 +27,6 @@ impl PostgresUserStore {
         let pool = database::open_postgres(url, pool, MIGRATIONS).await?;
         Ok(Self { pool })
     }
-}
-
-fn user_from(row: PgRow) -> Result<User, sqlx::Error> {
-    Ok(User {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        email: row.try_get("email")?,
-        create_time: row.try_get("create_time")?,
-        update_time: row.try_get("update_time")?,
-    })
 }
 
 #[async_trait]

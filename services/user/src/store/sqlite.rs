@@ -7,9 +7,9 @@ use meshwork::{
     database::{self, EmbeddedMigration, OpenError},
     server::Readiness,
 };
-use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
+use sqlx::SqlitePool;
 
-use super::{StoreError, UserStore};
+use super::{COLUMNS, StoreError, UserStore, user_from};
 use crate::domain::{User, UserChanges};
 
 const MIGRATIONS: &[EmbeddedMigration] = &[(
@@ -27,18 +27,6 @@ impl SqliteUserStore {
         let pool = database::open_sqlite(path, MIGRATIONS).await?;
         Ok(Self { pool })
     }
-}
-
-const COLUMNS: &str = "id, name, email, create_time, update_time";
-
-fn user_from(row: SqliteRow) -> Result<User, sqlx::Error> {
-    Ok(User {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        email: row.try_get("email")?,
-        create_time: row.try_get("create_time")?,
-        update_time: row.try_get("update_time")?,
-    })
 }
 
 #[async_trait]
