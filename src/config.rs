@@ -47,6 +47,10 @@ pub struct ServerConfig {
     #[arg(long, env = "HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub http2_keepalive_timeout: Duration,
 
+    /// A connection that carries no call for this long is closed (GOAWAY).
+    #[arg(long, env = "MAX_CONNECTION_IDLE", default_value = "5m", value_parser = parse_duration)]
+    pub max_connection_idle: Duration,
+
     /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = parse_log_filter)]
     pub rust_log: String,

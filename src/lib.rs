@@ -11,6 +11,7 @@
 //! - [`rpc`]: what a gRPC call is, seen from HTTP/2 (method, call type, final status).
 //! - [`server`]: bootstrap of one gRPC server: health, reflection, the tower layer stack, and
 //!   a graceful drain on SIGTERM/SIGINT.
+//! - [`connection`]: one HTTP/2 connection's life: drained on shutdown, closed when idle.
 //! - [`shutdown`]: the signal that starts the drain, shared with long-lived streams.
 //! - [`layers`]: the cross-cutting concerns, one tower layer each: tracing, metrics,
 //!   deadlines, status codes.
@@ -21,6 +22,7 @@
 //! - [`time`]: conversion between stored times and `google.protobuf.Timestamp`.
 
 pub mod config;
+pub mod connection;
 pub mod database;
 pub mod error;
 pub mod layers;

@@ -12,17 +12,17 @@ use std::{convert::Infallible, net::SocketAddr, process::ExitCode, sync::Arc, ti
 use http::{Request, Response};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
     service::TowerToHyperService,
 };
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{body::Body, server::NamedService, service::Routes, transport::server::TcpConnectInfo};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::{
     config::ServerConfig,
+    connection::{self, Activity, CountCalls},
     layers::{DeadlineLayer, LoadShedLayer, MetricsLayer, ServerTraceLayer, SpecStatusCodesLayer},
     metrics, proto,
     telemetry::Telemetry,
@@ -177,7 +177,7 @@ pub async fn serve(
         .max_concurrent_streams(config.max_concurrent_streams);
 
     tracing::info!(grpc_addr = %local_addr, "listening");
-    let connections = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     loop {
         let (stream, remote_addr) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -201,15 +201,19 @@ pub async fn serve(
             request.extensions_mut().insert(connect_info.clone());
             request.map(Body::new)
         });
+        let activity = Arc::new(Activity::default());
+        let service = CountCalls::new(service, activity.clone());
         let connection = http2.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        tokio::spawn(connections.watch(connection));
+        let idle = config.max_connection_idle;
+        connections.spawn(connection::serve(connection, activity, idle, shutdown.clone()));
     }
 
     drop(listener);
     stop_serving(health, &services.health_names).await;
-    tracing::info!(open_connections = connections.count(), "draining");
+    tracing::info!(open_connections = connections.len(), "draining");
+    connections.close();
     let grace = config.shutdown_grace;
-    if tokio::time::timeout(grace, connections.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, connections.wait()).await.is_err() {
         tracing::warn!(?grace, "grace period over; exiting with calls still in flight");
     }
     tracing::info!("stopped");

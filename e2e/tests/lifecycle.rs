@@ -157,3 +157,27 @@ async fn sigterm_lets_a_call_in_flight_finish_and_ends_watch_streams() {
     );
     assert_eq!(order.wait_exit().await.code(), Some(0));
 }
+
+#[tokio::test]
+async fn a_connection_idle_past_the_limit_is_closed_by_the_server() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let hello = Spawn::new("hello-service")
+        .env("MAX_CONNECTION_IDLE", "300ms")
+        .start();
+    let socket = tokio::net::TcpStream::connect(hello.grpc_addr).await.unwrap();
+    // A real HTTP/2 client connection (it answers the server's SETTINGS and PINGs) that
+    // makes no call: its connection task ends when the server closes the connection.
+    let (_sender, connection) = hyper::client::conn::http2::handshake::<
+        _,
+        _,
+        http_body_util::Empty<bytes::Bytes>,
+    >(TokioExecutor::new(), TokioIo::new(socket))
+    .await
+    .unwrap();
+    let closed = tokio::time::timeout(meshwork_e2e::PATIENCE, connection).await;
+    assert!(
+        matches!(closed, Ok(Ok(()))),
+        "the server closes the idle connection cleanly: {closed:?}"
+    );
+}
