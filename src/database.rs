@@ -22,13 +22,22 @@ use crate::config::DatabasePoolConfig;
 /// One embedded migration: its version, a description and its SQL.
 pub type EmbeddedMigration = (i64, &'static str, &'static str);
 
+/// A service's schema history, compiled into its binary.
+pub struct Migrations {
+    /// Where applied versions are recorded: one table per service, so that services may
+    /// share one database (each has version 1, and would otherwise collide).
+    pub table: &'static str,
+    pub steps: &'static [EmbeddedMigration],
+}
+
 /// A migrator over SQL compiled into the binary.
 ///
 /// `sqlx::migrate!` would do this at compile time, but it needs sqlx's `macros` feature,
 /// which doubles the build time of the workspace.
-pub fn migrator(migrations: &[EmbeddedMigration]) -> Migrator {
-    Migrator::with_migrations(
+pub fn migrator(migrations: &Migrations) -> Migrator {
+    let mut migrator = Migrator::with_migrations(
         migrations
+            .steps
             .iter()
             .map(|&(version, description, sql)| {
                 Migration::new(
@@ -40,7 +49,9 @@ pub fn migrator(migrations: &[EmbeddedMigration]) -> Migrator {
                 )
             })
             .collect(),
-    )
+    );
+    migrator.dangerous_set_table_name(migrations.table);
+    migrator
 }
 
 /// Why a database could not be opened.
@@ -61,7 +72,7 @@ pub enum OpenError {
 
 /// Opens (creating if missing, with its directory) the SQLite database at `path` and
 /// brings its schema up to date.
-pub async fn open_sqlite(path: &Path, migrations: &[EmbeddedMigration]) -> Result<SqlitePool, OpenError> {
+pub async fn open_sqlite(path: &Path, migrations: &Migrations) -> Result<SqlitePool, OpenError> {
     let shown = path.display().to_string();
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
@@ -97,7 +108,7 @@ pub async fn open_sqlite(path: &Path, migrations: &[EmbeddedMigration]) -> Resul
 pub async fn open_postgres(
     url: &str,
     pool: &DatabasePoolConfig,
-    migrations: &[EmbeddedMigration],
+    migrations: &Migrations,
 ) -> Result<PgPool, OpenError> {
     let shown = crate::config::DatabaseUrl::Postgres(url.to_owned()).to_string();
     let statement_timeout = format!("{}ms", pool.database_statement_timeout.as_millis());

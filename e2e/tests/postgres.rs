@@ -242,12 +242,27 @@ async fn losing_the_database_is_unavailable_and_not_serving_until_it_returns() {
         }
     };
 
+    // An order-service on the same server, with a watch open: the watch learns of the gap.
+    let order = Spawn::new("order-service")
+        .env("DATABASE_URL", postgres.url())
+        .env("USER_SERVICE_URL", user.url())
+        .start();
+    let mut watch = order
+        .orders()
+        .await
+        .watch_orders(WatchOrdersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+
     postgres.stop_server();
     let error = users
         .get_user(GetUserRequest { id: id.clone() })
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::Unavailable, "{error:?}");
+    let interrupted = watch.message().await.expect_err("the watch ends with an error");
+    assert_eq!(interrupted.code(), Code::Aborted, "{interrupted:?}");
     eventually("health turns NOT_SERVING", || {
         let check = status(&mut health);
         async move { (check.await == Some(ServingStatus::NotServing as i32)).then_some(()) }

@@ -4,7 +4,8 @@
 //! A `tokio::sync::broadcast` channel: a publisher never waits for a slow watcher. A
 //! watcher that falls more than [`CAPACITY`] events behind has lost events; its stream is
 //! ended with `ABORTED` so it knows to re-read and watch again, rather than silently
-//! missing orders.
+//! missing orders. The same happens to every watcher when the feed itself had a gap
+//! ([`OrderEvents::interrupted`]: the PostgreSQL relay lost its connection).
 
 use meshwork::proto::order::v1::{self as pb, OrderEventType};
 use tokio::sync::{broadcast, mpsc};
@@ -17,17 +18,19 @@ use crate::domain::Order;
 /// Events a watcher may fall behind by before it is cut off.
 pub const CAPACITY: usize = 1024;
 
-/// One change to one order.
+/// What the feed carries.
 #[derive(Debug, Clone)]
-pub struct OrderEvent {
-    pub kind: OrderEventType,
-    pub order: Order,
+enum FeedItem {
+    /// One change to one order.
+    Event { kind: OrderEventType, order: Order },
+    /// Changes may have been missed here.
+    Gap,
 }
 
 /// The sending side, shared by the handlers.
 #[derive(Clone)]
 pub struct OrderEvents {
-    sender: broadcast::Sender<OrderEvent>,
+    sender: broadcast::Sender<FeedItem>,
 }
 
 /// The stream a WatchOrders call returns.
@@ -42,10 +45,15 @@ impl OrderEvents {
 
     /// Tells every watcher. Having no watcher is normal, not an error.
     pub fn publish(&self, kind: OrderEventType, order: &Order) {
-        let _no_watchers = self.sender.send(OrderEvent {
+        let _no_watchers = self.sender.send(FeedItem::Event {
             kind,
             order: order.clone(),
         });
+    }
+
+    /// Changes may have been missed: every open watch ends with `ABORTED`.
+    pub fn interrupted(&self) {
+        let _no_watchers = self.sender.send(FeedItem::Gap);
     }
 
     /// A stream of the events from now on, of `user_id`'s orders when given. It ends when
@@ -61,11 +69,18 @@ impl OrderEvents {
                     event = events.recv() => event,
                 };
                 let message = match event {
-                    Ok(event) if user_id.as_ref().is_some_and(|id| *id != event.order.user_id) => continue,
-                    Ok(event) => Ok(pb::WatchOrdersResponse {
-                        event_type: event.kind.into(),
-                        order: Some(event.order.into()),
+                    Ok(FeedItem::Event { order, .. })
+                        if user_id.as_ref().is_some_and(|id| *id != order.user_id) =>
+                    {
+                        continue;
+                    }
+                    Ok(FeedItem::Event { kind, order }) => Ok(pb::WatchOrdersResponse {
+                        event_type: kind.into(),
+                        order: Some(order.into()),
                     }),
+                    Ok(FeedItem::Gap) => Err(Status::aborted(
+                        "the order feed was interrupted and events may be missing; list the orders and watch again",
+                    )),
                     Err(broadcast::error::RecvError::Lagged(missed)) => Err(Status::aborted(format!(
                         "watcher fell {missed} events behind; list the orders and watch again"
                     ))),

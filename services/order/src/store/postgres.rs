@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use meshwork::{
     config::DatabasePoolConfig,
-    database::{self, EmbeddedMigration, OpenError},
+    database::{self, Migrations, OpenError},
     proto::order::v1::OrderEventType,
     server::Readiness,
 };
@@ -23,11 +23,14 @@ use crate::{
     order_events::OrderEvents,
 };
 
-const MIGRATIONS: &[EmbeddedMigration] = &[(
-    1,
-    "create orders",
-    include_str!("../../migrations/postgres/0001_create_orders.sql"),
-)];
+const MIGRATIONS: Migrations = Migrations {
+    table: "order_service_migrations",
+    steps: &[(
+        1,
+        "create orders",
+        include_str!("../../migrations/postgres/0001_create_orders.sql"),
+    )],
+};
 
 const COLUMNS: &str = "id, user_id, items::text AS items, total_cents, status, create_time, update_time";
 const CHANNEL: &str = "order_events";
@@ -54,7 +57,7 @@ pub struct PostgresOrderStore {
 impl PostgresOrderStore {
     /// Opens the store and starts relaying other replicas' changes into `events`.
     pub async fn open(url: &str, pool: &DatabasePoolConfig, events: OrderEvents) -> Result<Self, OpenError> {
-        let pool = database::open_postgres(url, pool, MIGRATIONS).await?;
+        let pool = database::open_postgres(url, pool, &MIGRATIONS).await?;
         let origin = Uuid::now_v7().to_string();
         tokio::spawn(relay_notices(pool.clone(), origin.clone(), events));
         Ok(Self { pool, origin })
@@ -97,8 +100,8 @@ async fn fetch_optional(pool: &PgPool, filter: &str, value: &str) -> Result<Opti
 }
 
 /// Listens for other replicas' notices until the process ends. `PgListener` reconnects by
-/// itself; notices sent while it was disconnected are lost, which a watcher of "changes
-/// from now on" can live with (it re-lists after reconnecting anyway).
+/// itself, but notices sent while it was disconnected are lost: open watches are then ended
+/// (`ABORTED`), so their clients re-list and watch again instead of silently missing orders.
 async fn relay_notices(pool: PgPool, origin: String, events: OrderEvents) {
     let mut listener = loop {
         match PgListener::connect_with(&pool).await {
@@ -111,10 +114,17 @@ async fn relay_notices(pool: PgPool, origin: String, events: OrderEvents) {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     };
     loop {
-        let notification = match listener.recv().await {
-            Ok(notification) => notification,
+        // `try_recv`, not `recv`: `recv` reconnects silently, hiding the gap from us.
+        let notification = match listener.try_recv().await {
+            Ok(Some(notification)) => notification,
+            Ok(None) => {
+                tracing::warn!("order-event listener lost its connection; reconnecting");
+                events.interrupted();
+                continue;
+            }
             Err(error) => {
                 tracing::warn!(%error, "order-event listener lost its connection; reconnecting");
+                events.interrupted();
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 continue;
             }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use meshwork::{
-    database::{self, EmbeddedMigration, OpenError},
+    database::{self, Migrations, OpenError},
     server::Readiness,
 };
 use sqlx::{AssertSqlSafe, SqlitePool};
@@ -12,11 +12,14 @@ use sqlx::{AssertSqlSafe, SqlitePool};
 use super::{Inserted, OrderStore, StoreError, order_from};
 use crate::domain::{Order, OrderStatus};
 
-const MIGRATIONS: &[EmbeddedMigration] = &[(
-    1,
-    "create orders",
-    include_str!("../../migrations/sqlite/0001_create_orders.sql"),
-)];
+const MIGRATIONS: Migrations = Migrations {
+    table: "order_service_migrations",
+    steps: &[(
+        1,
+        "create orders",
+        include_str!("../../migrations/sqlite/0001_create_orders.sql"),
+    )],
+};
 
 const COLUMNS: &str = "id, user_id, items, total_cents, status, create_time, update_time";
 
@@ -26,7 +29,7 @@ pub struct SqliteOrderStore {
 
 impl SqliteOrderStore {
     pub async fn open(path: &Path) -> Result<Self, OpenError> {
-        let pool = database::open_sqlite(path, MIGRATIONS).await?;
+        let pool = database::open_sqlite(path, &MIGRATIONS).await?;
         Ok(Self { pool })
     }
 

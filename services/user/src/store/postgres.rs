@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use meshwork::{
     config::DatabasePoolConfig,
-    database::{self, EmbeddedMigration, OpenError},
+    database::{self, Migrations, OpenError},
     server::Readiness,
 };
 use sqlx::{AssertSqlSafe, PgPool};
@@ -12,11 +12,14 @@ use sqlx::{AssertSqlSafe, PgPool};
 use super::{COLUMNS, StoreError, UserStore, user_from};
 use crate::domain::{User, UserChanges};
 
-const MIGRATIONS: &[EmbeddedMigration] = &[(
-    1,
-    "create users",
-    include_str!("../../migrations/postgres/0001_create_users.sql"),
-)];
+const MIGRATIONS: Migrations = Migrations {
+    table: "user_service_migrations",
+    steps: &[(
+        1,
+        "create users",
+        include_str!("../../migrations/postgres/0001_create_users.sql"),
+    )],
+};
 
 pub struct PostgresUserStore {
     pool: PgPool,
@@ -24,7 +27,7 @@ pub struct PostgresUserStore {
 
 impl PostgresUserStore {
     pub async fn open(url: &str, pool: &DatabasePoolConfig) -> Result<Self, OpenError> {
-        let pool = database::open_postgres(url, pool, MIGRATIONS).await?;
+        let pool = database::open_postgres(url, pool, &MIGRATIONS).await?;
         Ok(Self { pool })
     }
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use meshwork::{
-    database::{self, EmbeddedMigration, OpenError},
+    database::{self, Migrations, OpenError},
     server::Readiness,
 };
 use sqlx::SqlitePool;
@@ -12,11 +12,14 @@ use sqlx::SqlitePool;
 use super::{COLUMNS, StoreError, UserStore, user_from};
 use crate::domain::{User, UserChanges};
 
-const MIGRATIONS: &[EmbeddedMigration] = &[(
-    1,
-    "create users",
-    include_str!("../../migrations/sqlite/0001_create_users.sql"),
-)];
+const MIGRATIONS: Migrations = Migrations {
+    table: "user_service_migrations",
+    steps: &[(
+        1,
+        "create users",
+        include_str!("../../migrations/sqlite/0001_create_users.sql"),
+    )],
+};
 
 pub struct SqliteUserStore {
     pool: SqlitePool,
@@ -24,7 +27,7 @@ pub struct SqliteUserStore {
 
 impl SqliteUserStore {
     pub async fn open(path: &Path) -> Result<Self, OpenError> {
-        let pool = database::open_sqlite(path, MIGRATIONS).await?;
+        let pool = database::open_sqlite(path, &MIGRATIONS).await?;
         Ok(Self { pool })
     }
 }
