@@ -77,6 +77,19 @@ impl GrpcMetrics {
         }
     }
 
+    /// Creates the series of every method of `service` at zero, as grpc-go's
+    /// `InitializeMetrics` does: dashboards and `rate()` see a method before its first call.
+    pub fn initialize(&self, service: &str) {
+        for method in RpcMethod::all_of(service) {
+            let labels = [method.call_type.as_str(), method.service, method.method];
+            self.started.with_label_values(&labels);
+            self.in_flight.with_label_values(&labels);
+            self.handling_seconds.with_label_values(&labels);
+            self.handled
+                .with_label_values(&[labels[0], labels[1], labels[2], code_name(Code::Ok)]);
+        }
+    }
+
     /// Counts a started call; the returned guard counts its end.
     pub fn start(&'static self, method: RpcMethod) -> CallTimer {
         let labels = [method.call_type.as_str(), method.service, method.method];

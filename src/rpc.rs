@@ -60,6 +60,15 @@ impl RpcMethod {
         METHODS.get(path).copied().unwrap_or(Self::UNKNOWN)
     }
 
+    /// Every method of the service named `service` (`user.v1.UserService`).
+    pub fn all_of(service: &str) -> Vec<Self> {
+        METHODS
+            .values()
+            .filter(|method| method.service == service)
+            .copied()
+            .collect()
+    }
+
     /// `user.v1.UserService/CreateUser`: the span name the contract asks for.
     pub fn full_name(&self) -> String {
         format!("{}/{}", self.service, self.method)

@@ -145,6 +145,9 @@ pub async fn serve(
         addr: config.listen_addr,
         source,
     })?;
+    for name in &services.health_names {
+        metrics::SERVER.initialize(name);
+    }
     let health = start_health(&services.health_names).await;
     if let Some(check) = services.readiness.clone() {
         let names = services.health_names.clone();

@@ -299,3 +299,19 @@ async fn every_metric_the_grafana_dashboard_queries_exists() {
         }
     }
 }
+
+#[tokio::test]
+async fn every_method_has_its_series_from_the_start() {
+    let hello = Spawn::new("hello-service").start();
+    let samples = parse_with_prometheus_client(&hello.metrics().await);
+    let say_hello = [
+        ("grpc_service", "hello.v1.HelloService"),
+        ("grpc_method", "SayHello"),
+    ];
+    assert_eq!(
+        sample(&samples, "grpc_server_started_total", &say_hello),
+        Some(0.0)
+    );
+    let ok = [say_hello.as_slice(), &[("grpc_code", "OK")]].concat();
+    assert_eq!(sample(&samples, "grpc_server_handled_total", &ok), Some(0.0));
+}
