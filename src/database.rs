@@ -59,8 +59,6 @@ pub fn migrator(migrations: &Migrations) -> Migrator {
 pub enum OpenError {
     #[error("cannot create the directory of {path}: {source}")]
     CreateDir { path: String, source: std::io::Error },
-    #[error("{0} is not supported by this build")]
-    Unsupported(String),
     #[error("cannot open {path}: {source}")]
     Connect { path: String, source: sqlx::Error },
     #[error("cannot migrate {path}: {source}")]

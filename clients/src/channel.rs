@@ -19,11 +19,7 @@ use std::{sync::Arc, time::Duration};
 
 use http::{Request, Response};
 use meshwork::layers::{ClientTraceLayer, MetricsLayer, metrics::Metrics, trace::ClientTrace};
-use tonic::{
-    Status,
-    body::Body,
-    transport::{Channel, Endpoint},
-};
+use tonic::{Status, body::Body, transport::Endpoint};
 use tower::{
     BoxError, ServiceBuilder,
     balance::p2c::Balance,
@@ -166,9 +162,4 @@ fn endpoint(uri: &http::Uri, options: &ChannelOptions) -> Endpoint {
         .http2_keep_alive_interval(options.keepalive_interval)
         .keep_alive_timeout(options.keepalive_timeout)
         .keep_alive_while_idle(true)
-}
-
-/// A single endpoint's channel, for callers that balance elsewhere.
-pub fn plain_channel(uri: &http::Uri, options: &ChannelOptions) -> Channel {
-    endpoint(uri, options).connect_lazy()
 }
