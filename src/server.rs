@@ -14,7 +14,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{body::Body, server::NamedService, service::Routes, transport::server::TcpConnectInfo};
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -171,30 +171,10 @@ pub async fn serve(
         .layer(SpecStatusCodesLayer)
         .service(routes);
 
-    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    http2
-        .timer(TokioTimer::new())
-        .keep_alive_interval(config.http2_keepalive_interval)
-        .keep_alive_timeout(config.http2_keepalive_timeout)
-        .adaptive_window(true)
-        .max_concurrent_streams(config.max_concurrent_streams);
-
+    let http2 = http2_server(config);
     tracing::info!(grpc_addr = %local_addr, "listening");
     let connections = TaskTracker::new();
-    loop {
-        let (stream, remote_addr) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off, do not spin.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, remote_addr)) = accept(&listener, &shutdown).await {
         let connect_info = TcpConnectInfo {
             local_addr: Some(local_addr),
             remote_addr: Some(remote_addr),
@@ -213,14 +193,51 @@ pub async fn serve(
 
     drop(listener);
     stop_serving(health, &services.health_names).await;
+    drain(connections, config.shutdown_grace).await;
+    Ok(())
+}
+
+/// The HTTP/2 settings of every connection.
+fn http2_server(config: &ServerConfig) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .keep_alive_interval(config.http2_keepalive_interval)
+        .keep_alive_timeout(config.http2_keepalive_timeout)
+        .adaptive_window(true)
+        .max_concurrent_streams(config.max_concurrent_streams);
+    http2
+}
+
+/// The next connection, or `None` once `shutdown` is cancelled.
+async fn accept(listener: &TcpListener, shutdown: &CancellationToken) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer));
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: back off, do not spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Waits for every connection to finish its calls (each was told to by the shutdown
+/// token), at most `grace`.
+async fn drain(connections: TaskTracker, grace: Duration) {
     tracing::info!(open_connections = connections.len(), "draining");
     connections.close();
-    let grace = config.shutdown_grace;
     if tokio::time::timeout(grace, connections.wait()).await.is_err() {
         tracing::warn!(?grace, "grace period over; exiting with calls still in flight");
     }
     tracing::info!("stopped");
-    Ok(())
 }
 
 /// A health reporter with every name (and the server as a whole, `""`) `SERVING`: by the
