@@ -98,7 +98,7 @@ pub async fn run(
     telemetry: Telemetry,
 ) -> ExitCode {
     let result = bind_and_serve(config, services, shutdown).await;
-    telemetry.shutdown().await;
+    telemetry.shutdown(flush_budget(config.shutdown_grace)).await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -193,8 +193,15 @@ pub async fn serve(
 
     drop(listener);
     stop_serving(health, &services.health_names).await;
-    drain(connections, config.shutdown_grace).await;
+    let grace = config.shutdown_grace;
+    drain(connections, grace.saturating_sub(flush_budget(grace))).await;
     Ok(())
+}
+
+/// The part of the shutdown grace kept for flushing spans after the drain, so that the
+/// whole shutdown fits in `SHUTDOWN_GRACE` (and in Kubernetes' grace period).
+fn flush_budget(grace: Duration) -> Duration {
+    (grace / 4).min(Duration::from_secs(2))
 }
 
 /// The HTTP/2 settings of every connection.

@@ -10,7 +10,7 @@
 //! The log filter applies to the log output only: `RUST_LOG=warn` must not stop span export
 //! (a global filter would, as both outputs share one subscriber).
 
-use std::fmt;
+use std::{fmt, time::Duration};
 
 use opentelemetry::{KeyValue, trace::TraceContextExt, trace::TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
@@ -38,11 +38,12 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Exports every span still buffered, then stops the exporter. Call it last.
-    pub async fn shutdown(self) {
+    /// Exports every span still buffered (giving up after `timeout`), then stops the
+    /// exporter. Call it last.
+    pub async fn shutdown(self, timeout: Duration) {
         let provider = self.provider;
         // Blocking: the batch processor waits for its final export.
-        let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(timeout)).await;
         if let Ok(Err(error)) = flushed {
             tracing::warn!(%error, "flushing spans failed");
         }
