@@ -319,6 +319,14 @@ pub fn error_info(status: &tonic::Status) -> Option<(String, String)> {
         .map(|info| (info.reason, info.domain))
 }
 
+/// Awaits `future` for at most [`PATIENCE`]: a test waiting on a stream fails instead of
+/// hanging when the message never comes.
+pub async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(PATIENCE, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within {PATIENCE:?}"))
+}
+
 /// Polls `check` until it returns `Some`, for at most [`PATIENCE`].
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where

@@ -95,13 +95,25 @@ async fn sigterm_turns_health_not_serving_ends_streams_and_exits_0() {
         .await
         .unwrap()
         .into_inner();
-    let first = watch.message().await.unwrap().unwrap();
+    let first = meshwork_e2e::within("the next stream message", watch.message())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.status, ServingStatus::Serving as i32);
 
     user.terminate();
-    let next = watch.message().await.unwrap().expect("a status change");
+    let next = meshwork_e2e::within("the next stream message", watch.message())
+        .await
+        .unwrap()
+        .expect("a status change");
     assert_eq!(next.status, ServingStatus::NotServing as i32);
-    assert!(watch.message().await.unwrap_or(None).is_none(), "the watch ends");
+    assert!(
+        meshwork_e2e::within("the next stream message", watch.message())
+            .await
+            .unwrap_or(None)
+            .is_none(),
+        "the watch ends"
+    );
     assert_eq!(user.wait_exit().await.code(), Some(0));
 }
 
@@ -140,9 +152,13 @@ async fn sigterm_lets_a_call_in_flight_finish_and_ends_watch_streams() {
         }
     });
     // The order service is now calling "User": the call is in flight.
-    let (mut socket, _) = hole.accept().await.unwrap();
+    let (mut socket, _) = meshwork_e2e::within("order-service calling User", hole.accept())
+        .await
+        .unwrap();
     let mut preface = [0u8; 24];
-    socket.read_exact(&mut preface).await.unwrap();
+    meshwork_e2e::within("the HTTP/2 preface", socket.read_exact(&mut preface))
+        .await
+        .unwrap();
 
     order.terminate();
     let answer = in_flight.await.unwrap().unwrap_err();
@@ -152,7 +168,10 @@ async fn sigterm_lets_a_call_in_flight_finish_and_ends_watch_streams() {
         "the call ran to its own end (User timed out), it was not cut off: {answer:?}"
     );
     assert!(
-        events.message().await.unwrap_or(None).is_none(),
+        meshwork_e2e::within("the next stream message", events.message())
+            .await
+            .unwrap_or(None)
+            .is_none(),
         "the watch stream ends"
     );
     assert_eq!(order.wait_exit().await.code(), Some(0));

@@ -260,14 +260,20 @@ async fn watch_streams_created_and_cancelled_events_of_its_user() {
         .await
         .unwrap();
 
-    let first = events.message().await.unwrap().expect("a created event");
+    let first = meshwork_e2e::within("the next stream message", events.message())
+        .await
+        .unwrap()
+        .expect("a created event");
     assert_eq!(first.event_type(), OrderEventType::Created);
     assert_eq!(
         first.order.unwrap().id,
         created.id,
         "no event for changes before the call, or other users"
     );
-    let second = events.message().await.unwrap().expect("a cancelled event");
+    let second = meshwork_e2e::within("the next stream message", events.message())
+        .await
+        .unwrap()
+        .expect("a cancelled event");
     assert_eq!(second.event_type(), OrderEventType::Cancelled);
     let cancelled = second.order.unwrap();
     assert_eq!(

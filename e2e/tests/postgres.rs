@@ -101,15 +101,13 @@ async fn a_watcher_on_one_replica_sees_orders_made_through_another() {
         .await
         .unwrap();
 
-    let created = watch
-        .message()
+    let created = meshwork_e2e::within("the created event", watch.message())
         .await
         .unwrap()
         .expect("a created event from replica B");
     assert_eq!(created.event_type(), OrderEventType::Created);
     assert_eq!(created.order.unwrap().id, order.id);
-    let cancelled = watch
-        .message()
+    let cancelled = meshwork_e2e::within("the cancelled event", watch.message())
         .await
         .unwrap()
         .expect("a cancelled event from replica B");
@@ -261,7 +259,9 @@ async fn losing_the_database_is_unavailable_and_not_serving_until_it_returns() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::Unavailable, "{error:?}");
-    let interrupted = watch.message().await.expect_err("the watch ends with an error");
+    let interrupted = meshwork_e2e::within("the next stream message", watch.message())
+        .await
+        .expect_err("the watch ends with an error");
     assert_eq!(interrupted.code(), Code::Aborted, "{interrupted:?}");
     eventually("health turns NOT_SERVING", || {
         let check = status(&mut health);
