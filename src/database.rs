@@ -101,8 +101,12 @@ pub async fn open_sqlite(path: &Path, migrations: &Migrations) -> Result<SqliteP
     Ok(pool)
 }
 
+/// How long a starting service waits for an unreachable PostgreSQL before it gives up.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Connects to PostgreSQL at `url` and brings the schema up to date. The first connection
-/// is made here, so a wrong URL or an unreachable server stops the process at start.
+/// is made here: a wrong URL or credentials stop the process at start, an unreachable
+/// server is waited for up to [`CONNECT_PATIENCE`].
 pub async fn open_postgres(
     url: &str,
     pool: &DatabasePoolConfig,
@@ -116,15 +120,24 @@ pub async fn open_postgres(
             source,
         })?
         .options([("statement_timeout", statement_timeout.as_str())]);
-    let pool = PgPoolOptions::new()
+    let pool_options = PgPoolOptions::new()
         .max_connections(pool.database_max_connections)
-        .acquire_timeout(pool.database_acquire_timeout)
-        .connect_with(options)
-        .await
-        .map_err(|source| OpenError::Connect {
-            path: shown.clone(),
-            source,
-        })?;
+        .acquire_timeout(pool.database_acquire_timeout);
+    // In a cluster the database may start after the service: keep trying for a while (the
+    // port stays closed meanwhile, so probes report "starting") before giving up.
+    let give_up_at = tokio::time::Instant::now() + CONNECT_PATIENCE;
+    let mut pause = Duration::from_millis(250);
+    let pool = loop {
+        match pool_options.clone().connect_with(options.clone()).await {
+            Ok(pool) => break pool,
+            Err(error) if is_transient(&error) && tokio::time::Instant::now() + pause < give_up_at => {
+                tracing::warn!(database = %shown, %error, ?pause, "database not reachable yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(4));
+            }
+            Err(source) => return Err(OpenError::Connect { path: shown, source }),
+        }
+    };
     // `Migrator` takes a PostgreSQL advisory lock around the run: safe with many replicas.
     migrator(migrations)
         .run(&pool)
