@@ -4,24 +4,20 @@
 //! that went away without a word does not hold a connection, and its memory, forever.
 
 use std::{
-    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    task::{Context, Poll},
     time::Duration,
 };
 
-use http::{Request, Response};
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tower::Service;
 
-use crate::{layers::trace::OnEnd, rpc::OnCallEnd};
-
-/// Calls in flight on one connection, and when the last one ended.
+/// Calls in flight on one connection, and when the last one ended. Each request of the
+/// connection carries it in its extensions; the server's observe layer counts the call in
+/// and out, whatever way the call ends (a reset stream included).
 #[derive(Debug)]
 pub struct Activity {
     in_flight: AtomicUsize,
@@ -58,53 +54,6 @@ impl Activity {
             // Busy or not idle long enough yet: look again when it could first be true.
             tokio::time::sleep_until(idle_until.max(Instant::now() + limit / 4)).await;
         }
-    }
-}
-
-/// Counts the calls of one connection into its [`Activity`], from request to the end of the
-/// response body.
-#[derive(Clone)]
-pub struct CountCalls<S> {
-    inner: S,
-    activity: Arc<Activity>,
-}
-
-impl<S> CountCalls<S> {
-    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
-    }
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CountCalls<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ResBody: Send + 'static,
-{
-    type Response = Response<OnCallEnd<ResBody, OnEnd>>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        self.activity.call_started();
-        let activity = self.activity.clone();
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let ended: OnEnd = Box::new(move |_| activity.call_ended());
-            // An error drops `ended` unrun: count the call's end here instead.
-            match call.await {
-                Ok(response) => Ok(response.map(|body| OnCallEnd::new(body, ended))),
-                Err(error) => {
-                    ended(tonic::Code::Unknown);
-                    Err(error)
-                }
-            }
-        })
     }
 }
 

@@ -22,9 +22,9 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::{
     config::ServerConfig,
-    connection::{self, Activity, CountCalls},
-    layers::{DeadlineLayer, LoadShedLayer, MetricsLayer, ServerTraceLayer, SpecStatusCodesLayer},
-    metrics, proto,
+    connection::{self, Activity},
+    layers::{DeadlineLayer, LoadShedLayer, ObserveLayer, SpecStatusCodesLayer},
+    metrics_endpoint,
     telemetry::Telemetry,
 };
 
@@ -55,10 +55,16 @@ pub trait Readiness: Send + Sync + 'static {
 /// How often [`Readiness`] is checked.
 pub const READINESS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The gRPC services one binary serves, and the health names they answer to.
+/// The health name that says only "the process answers" (Kubernetes liveness probes): it
+/// does not follow [`Readiness`], so a database outage takes a replica out of rotation
+/// without getting it restarted.
+pub const LIVENESS: &str = "liveness";
+
+/// The gRPC service one binary serves, and whether its health follows a readiness check.
 pub struct GrpcServices {
     routes: Routes,
-    health_names: Vec<&'static str>,
+    /// Its full name (`user.v1.UserService`): also its health name, as is `""`.
+    name: &'static str,
     readiness: Option<Arc<dyn Readiness>>,
 }
 
@@ -76,7 +82,7 @@ impl GrpcServices {
     {
         Self {
             routes: Routes::new(service),
-            health_names: vec![S::NAME],
+            name: S::NAME,
             readiness: None,
         }
     }
@@ -126,7 +132,7 @@ async fn bind_and_serve(
     })?;
     tracing::info!(%metrics_addr, "serving /metrics");
     // Scrapes go on during the drain; the task ends with the process.
-    tokio::spawn(metrics::serve(metrics));
+    tokio::spawn(metrics_endpoint::serve(metrics));
     serve(config, grpc, services, shutdown).await
 }
 
@@ -145,28 +151,29 @@ pub async fn serve(
         addr: config.listen_addr,
         source,
     })?;
-    for name in &services.health_names {
-        metrics::SERVER.initialize(name);
-    }
-    let health = start_health(&services.health_names).await;
+    meshwork_rpc::metrics::SERVER.initialize(services.name);
+    let health = start_health(services.name).await;
     if let Some(check) = services.readiness.clone() {
-        let names = services.health_names.clone();
-        tokio::spawn(follow_readiness(check, health.clone(), names, shutdown.clone()));
+        tokio::spawn(follow_readiness(
+            check,
+            health.clone(),
+            services.name,
+            shutdown.clone(),
+        ));
     }
-    let routes = with_standard_services(services.routes, &services.health_names, &health)?;
+    let routes = with_standard_services(services.routes, services.name, &health)?;
 
     // Every call passes through these layers, outermost first.
     let stack = ServiceBuilder::new()
-        // One span per call (parent: the caller's traceparent), and the access-log line.
-        .layer(ServerTraceLayer)
-        // grpc_server_* golden signals. Inside the span, so both see the same final code.
-        .layer(MetricsLayer::server())
+        // The call's method, resolved once; its span (parent: the caller's traceparent); and
+        // one end-of-call hook for the span, grpc_server_* metrics, access log, idle timer.
+        .layer(ObserveLayer)
         // Overload: beyond max_concurrent_calls, RESOURCE_EXHAUSTED at once (logged and
         // counted by the layers above, like any answer).
         .layer(LoadShedLayer::new(config.max_concurrent_calls as usize))
         // The caller's grpc-timeout (capped by max_call_duration), enforced:
         // DEADLINE_EXCEEDED, and the handler dropped, which cancels its downstream calls.
-        .layer(DeadlineLayer::new(Some(config.max_call_duration)))
+        .layer(DeadlineLayer::new(config.max_call_duration))
         // tonic's own error answers, fixed to gRPC's status-code spec.
         .layer(SpecStatusCodesLayer)
         .service(routes);
@@ -179,20 +186,23 @@ pub async fn serve(
             local_addr: Some(local_addr),
             remote_addr: Some(remote_addr),
         };
-        // tonic's `Request::remote_addr()` reads this extension.
-        let service = stack.clone().map_request(move |mut request: Request<_>| {
-            request.extensions_mut().insert(connect_info.clone());
-            request.map(Body::new)
-        });
         let activity = Arc::new(Activity::default());
-        let service = CountCalls::new(service, activity.clone());
+        let service = stack.clone().map_request({
+            let activity = activity.clone();
+            move |mut request: Request<_>| {
+                // tonic's `Request::remote_addr()` reads this one; the observe layer both.
+                request.extensions_mut().insert(connect_info.clone());
+                request.extensions_mut().insert(activity.clone());
+                request.map(Body::new)
+            }
+        });
         let connection = http2.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let idle = config.max_connection_idle;
         connections.spawn(connection::serve(connection, activity, idle, shutdown.clone()));
     }
 
     drop(listener);
-    stop_serving(health, &services.health_names).await;
+    stop_serving(health, services.name).await;
     let grace = config.shutdown_grace;
     drain(connections, grace.saturating_sub(flush_budget(grace))).await;
     Ok(())
@@ -247,12 +257,12 @@ async fn drain(connections: TaskTracker, grace: Duration) {
     tracing::info!("stopped");
 }
 
-/// A health reporter with every name (and the server as a whole, `""`) `SERVING`: by the
-/// time a server starts, its database is open and migrated.
-async fn start_health(names: &[&'static str]) -> HealthReporter {
+/// A health reporter with the service, the server as a whole (`""`) and [`LIVENESS`]
+/// `SERVING`: by the time a server starts, its database is open and migrated.
+async fn start_health(name: &'static str) -> HealthReporter {
     let (health, _) = tonic_health::server::health_reporter();
-    for name in names {
-        health.set_service_status(*name, ServingStatus::Serving).await;
+    for name in [name, "", LIVENESS] {
+        health.set_service_status(name, ServingStatus::Serving).await;
     }
     health
 }
@@ -261,7 +271,7 @@ async fn start_health(names: &[&'static str]) -> HealthReporter {
 async fn follow_readiness(
     check: Arc<dyn Readiness>,
     health: HealthReporter,
-    names: Vec<&'static str>,
+    name: &'static str,
     shutdown: CancellationToken,
 ) {
     let mut serving = true;
@@ -286,7 +296,7 @@ async fn follow_readiness(
             true => tracing::info!("dependencies answer again; SERVING"),
             false => tracing::warn!("dependencies do not answer; NOT_SERVING"),
         }
-        for name in names.iter().copied().chain([""]) {
+        for name in [name, ""] {
             health.set_service_status(name, status).await;
         }
     }
@@ -295,7 +305,7 @@ async fn follow_readiness(
 /// Adds health and both reflection versions to a service's routes.
 fn with_standard_services(
     routes: Routes,
-    names: &[&'static str],
+    name: &'static str,
     health: &HealthReporter,
 ) -> Result<Routes, ServeError> {
     // grpcurl before 1.8.8 only speaks v1alpha. The health descriptors are registered too, or
@@ -303,13 +313,12 @@ fn with_standard_services(
     // are listed, though every proto file is known.
     let reflection = || {
         let builder = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(meshwork_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(proto::ERROR_DETAILS_DESCRIPTOR_SET);
-        names
-            .iter()
-            .chain(&[HEALTH_SERVICE, REFLECTION_V1, REFLECTION_V1ALPHA])
-            .fold(builder, |builder, name| builder.with_service_name(*name))
+            .register_encoded_file_descriptor_set(meshwork_proto::ERROR_DETAILS_DESCRIPTOR_SET);
+        [name, HEALTH_SERVICE, REFLECTION_V1, REFLECTION_V1ALPHA]
+            .into_iter()
+            .fold(builder, |builder, name| builder.with_service_name(name))
     };
     let health_service = tonic_health::pb::health_server::HealthServer::from_arc(std::sync::Arc::new(
         tonic_health::server::HealthService::from_health_reporter(health.clone()),
@@ -322,11 +331,11 @@ fn with_standard_services(
 
 /// Health turns `NOT_SERVING` for every name; then the statuses are cleared, which ends
 /// open `Watch` streams (each has seen `NOT_SERVING` first) so they do not hold the drain.
-async fn stop_serving(mut health: HealthReporter, names: &[&'static str]) {
-    for name in names.iter().copied().chain([""]) {
+async fn stop_serving(mut health: HealthReporter, name: &'static str) {
+    for name in [name, "", LIVENESS] {
         health.set_service_status(name, ServingStatus::NotServing).await;
     }
-    for name in names.iter().copied().chain([""]) {
+    for name in [name, "", LIVENESS] {
         health.clear_service_status(name).await;
     }
 }

@@ -20,7 +20,7 @@ use std::{
 };
 
 use http::{Request, Response};
-use meshwork::{metrics::RESILIENCE, rpc::status_in};
+use meshwork_rpc::{metrics::RESILIENCE, status_in};
 use tokio::time::{Instant, Sleep};
 use tonic::Code;
 use tower::Service;

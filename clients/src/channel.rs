@@ -1,24 +1,23 @@
 //! [`connect`]: the one place a client channel is built. The stack, outermost first:
 //!
-//! 1. [`ClientTraceLayer`]: one client span per call (retries included), and the trace
-//!    context injected into the outgoing metadata, so the callee's span joins the trace.
-//! 2. [`MetricsLayer::client`]: `grpc_client_*` golden signals, per call.
-//! 3. [`RetryLayer`]: retries of `UNAVAILABLE` under a budget, with backoff, within the
-//!    call's deadline (see `retry.rs`).
-//! 4. A buffer, so the one balancer below is shared by every clone of the channel.
-//! 5. Load shedding: when no endpoint is ready (all ejected, none resolved) a call fails at
+//! 1. [`ObserveLayer`]: the method resolved once; one client span per call (retries
+//!    included) whose trace context goes into the outgoing metadata, so the callee's span
+//!    joins the trace; `grpc_client_*` golden signals; one end-of-call hook for both.
+//! 2. [`RetryLayer`]: retries of `UNAVAILABLE` under a budget, with backoff, within the
+//!    call's deadline, which each attempt passes on as what is left (see `retry.rs`).
+//! 3. A buffer, so the one balancer below is shared by every clone of the channel.
+//! 4. Load shedding: when no endpoint is ready (all ejected, none resolved) a call fails at
 //!    once instead of queueing for an endpoint that may never come.
-//! 6. tower's power-of-two-choices balancer over the endpoints, weighted by peak-EWMA
+//! 5. tower's power-of-two-choices balancer over the endpoints, weighted by peak-EWMA
 //!    latency, fed live by discovery (`discovery.rs`: a fixed list, or DNS re-resolved).
-//! 7. Per endpoint, a circuit breaker (`breaker.rs`) that ejects an endpoint that keeps
+//! 6. Per endpoint, a circuit breaker (`breaker.rs`) that ejects an endpoint that keeps
 //!    failing and probes it again later.
-//! 8. Per endpoint, a tonic channel: lazy connect (a service may start before what it
+//! 7. Per endpoint, a tonic channel: lazy connect (a service may start before what it
 //!    calls), connect timeout, HTTP/2 keepalive, automatic reconnect.
 
 use std::{sync::Arc, time::Duration};
 
 use http::{Request, Response};
-use meshwork::layers::{ClientTraceLayer, MetricsLayer, metrics::Metrics, trace::ClientTrace};
 use tonic::{Status, body::Body, transport::Endpoint};
 use tower::{
     BoxError, ServiceBuilder,
@@ -33,7 +32,8 @@ use tower::{
 use crate::{
     breaker::{Breaker, BreakerPolicy},
     discovery,
-    retry::{Retry, RetryLayer, RetryPolicy, reads_only},
+    observe::{Observe, ObserveLayer},
+    retry::{Retry, RetryLayer, RetryPolicy},
     target::Target,
 };
 
@@ -48,8 +48,11 @@ pub struct ChannelOptions {
     pub keepalive_timeout: Duration,
     /// How often a `dns:///` target is re-resolved.
     pub dns_refresh: Duration,
-    /// Time limit of a call that carries no deadline of its own.
-    pub default_timeout: Option<Duration>,
+    /// The longest a call may take, retries included; a call's own [`Deadline`] may be
+    /// shorter (a handler passes on the one of the call it serves).
+    ///
+    /// [`Deadline`]: meshwork_rpc::Deadline
+    pub timeout: Option<Duration>,
     /// Attempts per call, the first included.
     pub max_attempts: u32,
     /// Retries allowed on top of calls, as a share of recent calls (0.2: at most 20% more).
@@ -76,7 +79,7 @@ impl Default for ChannelOptions {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             dns_refresh: Duration::from_secs(5),
-            default_timeout: None,
+            timeout: None,
             max_attempts: 3,
             retry_budget: 0.2,
             min_retries_per_second: 10,
@@ -96,7 +99,7 @@ impl Default for ChannelOptions {
 type Balanced = BoxCloneSyncService<Request<Body>, Response<Body>, Status>;
 
 /// What [`connect`] returns: give it to a generated client, `UserServiceClient::new(..)`.
-pub type MeshChannel = ClientTrace<Metrics<Retry<Balanced>>>;
+pub type MeshChannel = Observe<Retry<Balanced>>;
 
 /// A channel to `target` with the stack above. Must be called inside a tokio runtime
 /// (discovery runs as a task there). Never waits for a connection.
@@ -125,8 +128,7 @@ pub fn connect(target: &Target, options: &ChannelOptions) -> MeshChannel {
     );
 
     ServiceBuilder::new()
-        .layer(ClientTraceLayer)
-        .layer(MetricsLayer::client())
+        .layer(ObserveLayer)
         .layer(RetryLayer::new(retry_policy(options)))
         .service(balanced)
 }
@@ -146,12 +148,8 @@ fn retry_policy(options: &ChannelOptions) -> RetryPolicy {
             HasherRng::default(),
         )
         .expect("backoff bounds are positive and ordered"),
-        retryable: if options.retry_writes {
-            crate::retry::every_method
-        } else {
-            reads_only
-        },
-        default_timeout: options.default_timeout,
+        retry_writes: options.retry_writes,
+        timeout: options.timeout,
     }
 }
 

@@ -7,8 +7,10 @@
 //!   `dns:///name:port`);
 //! - [`channel`]: [`connect`], the one place a client channel is built: tracing, metrics,
 //!   retries under a budget, balancing, outlier ejection, timeouts, keepalive;
-//! - [`retry`], [`breaker`], [`discovery`]: the layers of that stack with their reasons;
-//! - [`deadline`]: passing a caller's remaining deadline on to the next hop.
+//! - [`observe`], [`retry`], [`breaker`], [`discovery`]: the layers of that stack with
+//!   their reasons;
+//! - [`Deadline`]: the deadline of a call, put in its extensions; a handler passes on the
+//!   one of the call it serves, and each attempt sends what is left of it.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,15 +22,16 @@
 
 pub mod breaker;
 pub mod channel;
-pub mod deadline;
 pub mod discovery;
+pub mod observe;
 pub mod retry;
 pub mod target;
 
 pub use channel::{ChannelOptions, MeshChannel, connect};
-pub use meshwork::proto;
-pub use meshwork::proto::{
+pub use meshwork_proto as proto;
+pub use meshwork_proto::{
     hello::v1::hello_service_client::HelloServiceClient, order::v1::order_service_client::OrderServiceClient,
     user::v1::user_service_client::UserServiceClient,
 };
+pub use meshwork_rpc::Deadline;
 pub use target::Target;

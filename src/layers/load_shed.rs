@@ -13,6 +13,7 @@ use std::{
 };
 
 use http::{Request, Response};
+use meshwork_rpc::RpcMethod;
 use tokio::sync::Semaphore;
 use tonic::Status;
 use tower::{Layer, Service};
@@ -66,7 +67,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        if request.uri().path().starts_with("/grpc.health.v1.Health/") {
+        if RpcMethod::of(&request).is_health() {
             return Box::pin(self.inner.call(request));
         }
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {

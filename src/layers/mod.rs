@@ -3,12 +3,10 @@
 
 pub mod deadline;
 pub mod load_shed;
-pub mod metrics;
+pub mod observe;
 pub mod status_codes;
-pub mod trace;
 
 pub use deadline::DeadlineLayer;
 pub use load_shed::LoadShedLayer;
-pub use metrics::MetricsLayer;
+pub use observe::ObserveLayer;
 pub use status_codes::SpecStatusCodesLayer;
-pub use trace::{ClientTraceLayer, ServerTraceLayer};

@@ -12,7 +12,8 @@ use meshwork::{
     time::now_micros,
 };
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, metadata::MetadataMap};
+use meshwork_clients::Deadline;
+use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
@@ -47,7 +48,7 @@ impl OrderApi {
 
     async fn create(
         &self,
-        metadata: &MetadataMap,
+        deadline: Option<Deadline>,
         request: pb::CreateOrderRequest,
     ) -> Result<Order, ApiError> {
         let new = NewOrder::try_from(request)?;
@@ -58,7 +59,7 @@ impl OrderApi {
                 return Ok(order);
             }
         }
-        if !self.users.user_exists(&new.user_id, metadata).await? {
+        if !self.users.user_exists(&new.user_id, deadline).await? {
             return Err(ApiError::FailedPrecondition {
                 reason: "USER_NOT_FOUND",
                 message: format!("user {:?} does not exist", new.user_id),
@@ -156,8 +157,8 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::CreateOrderRequest>,
     ) -> Result<Response<pb::CreateOrderResponse>, Status> {
-        let (metadata, _, request) = request.into_parts();
-        let order = self.create(&metadata, request).await;
+        let deadline = request.extensions().get::<Deadline>().copied();
+        let order = self.create(deadline, request.into_inner()).await;
         respond(
             SERVICE_NAME,
             order.map(|order| pb::CreateOrderResponse {

@@ -75,6 +75,7 @@ impl Config {
             eject_after: self.user_service_eject_after,
             eject_for: self.user_service_eject_for,
             dns_refresh: self.user_service_dns_refresh,
+            timeout: Some(self.user_service_timeout),
             ..ChannelOptions::default()
         }
     }
@@ -108,7 +109,7 @@ async fn main() -> ExitCode {
         }
     };
     let channel = meshwork_clients::connect(&config.user_service_url, &config.user_channel());
-    let users = users::GrpcUserDirectory::new(channel, config.user_service_timeout);
+    let users = users::GrpcUserDirectory::new(channel);
     let api = api::OrderApi::new(store.clone(), Arc::new(users), events, shutdown.clone());
     let orders = OrderServiceServer::new(api)
         .max_decoding_message_size(config.server.max_message_bytes)

@@ -1,22 +1,18 @@
 //! Prometheus metrics, with the grpc-ecosystem names existing Grafana dashboards use
-//! (`grpc_server_handled_total`, ...), and the HTTP endpoint that serves them.
+//! (`grpc_server_handled_total`, ...). The server runtime serves them at `/metrics`.
 //!
 //! The `prometheus` crate's default registry also carries its process collector:
 //! `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, ...
 
-use std::{convert::Infallible, sync::LazyLock, time::Duration};
+use std::sync::LazyLock;
 
-use http::{Request, Response, StatusCode, header::CONTENT_TYPE};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, TextEncoder,
     register_histogram_vec, register_int_counter_vec, register_int_gauge_vec,
 };
-use tokio::net::TcpListener;
 use tonic::Code;
 
-use crate::rpc::{RpcMethod, code_name};
+use crate::{call::code_name, method::RpcMethod};
 
 /// Latency buckets, in seconds: from a cached read (1 ms) to a call that hit its deadline.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -209,31 +205,4 @@ pub fn render() -> String {
         .encode(&prometheus::gather(), &mut text)
         .expect("encoding metrics into memory cannot fail");
     String::from_utf8(text).expect("the text format is UTF-8")
-}
-
-/// Serves `GET /metrics` on `listener` until the process exits. HTTP/1.1 only: that is
-/// what Prometheus and curl speak.
-pub async fn serve(listener: TcpListener) {
-    let http1 = hyper::server::conn::http1::Builder::new();
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            // Out of file descriptors and the like: back off, do not spin.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let connection = http1.serve_connection(TokioIo::new(stream), hyper::service::service_fn(respond));
-        tokio::spawn(connection);
-    }
-}
-
-async fn respond(request: Request<Incoming>) -> Result<Response<String>, Infallible> {
-    let response = match request.uri().path() {
-        "/metrics" => Response::builder()
-            .header(CONTENT_TYPE, prometheus::TEXT_FORMAT)
-            .body(render()),
-        _ => Response::builder()
-            .status(StatusCode::NOT_FOUND)
-            .body("try /metrics\n".into()),
-    };
-    Ok(response.expect("a static response is valid"))
 }
