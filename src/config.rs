@@ -20,7 +20,7 @@ pub struct ServerConfig {
     pub metrics_addr: SocketAddr,
 
     /// How long calls in flight may run after SIGTERM/SIGINT before the process exits anyway.
-    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_positive_duration)]
     pub shutdown_grace: Duration,
 
     /// Largest request or response message, in bytes.
@@ -31,24 +31,33 @@ pub struct ServerConfig {
     #[arg(long, env = "MAX_CONCURRENT_CALLS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_calls: u32,
 
-    /// HTTP/2 streams (calls) one connection may have open.
-    #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    /// HTTP/2 streams (calls) one connection may have open (Envoy's edge default: 100).
+    #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_streams: u32,
 
+    /// HTTP/2 flow-control window of each stream, in bytes: what one call may have in
+    /// flight unread (Envoy's edge guidance: 64 KiB), so memory per stream stays bounded.
+    #[arg(long, env = "HTTP2_STREAM_WINDOW", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(65_535..=2_147_483_647))]
+    pub http2_stream_window: u32,
+
+    /// HTTP/2 flow-control window of each connection, in bytes (Envoy's edge guidance: 1 MiB).
+    #[arg(long, env = "HTTP2_CONNECTION_WINDOW", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(65_535..=2_147_483_647))]
+    pub http2_connection_window: u32,
+
     /// Longest any call may run, whatever deadline the caller sends (streams excepted).
-    #[arg(long, env = "MAX_CALL_DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "MAX_CALL_DURATION", default_value = "30s", value_parser = parse_positive_duration)]
     pub max_call_duration: Duration,
 
     /// How often an HTTP/2 ping checks each connection.
-    #[arg(long, env = "HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
     pub http2_keepalive_interval: Duration,
 
     /// How long a ping may go unanswered before the connection is closed.
-    #[arg(long, env = "HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub http2_keepalive_timeout: Duration,
 
     /// A connection that carries no call for this long is closed (GOAWAY).
-    #[arg(long, env = "MAX_CONNECTION_IDLE", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "MAX_CONNECTION_IDLE", default_value = "5m", value_parser = parse_positive_duration)]
     pub max_connection_idle: Duration,
 
     /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
@@ -220,6 +229,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| e.to_string())
 }
 
+/// A duration where zero makes no sense (a grace period, a refresh interval).
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("must be longer than zero".into()),
+        duration => Ok(duration),
+    }
+}
+
 fn parse_log_filter(text: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::builder()
         .parse(text)
@@ -290,6 +307,8 @@ mod tests {
     fn durations_and_urls_parse_as_people_write_them() {
         assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("soon").is_err());
+        assert!(parse_positive_duration("0s").is_err());
+        assert_eq!(parse_positive_duration("5s"), Ok(Duration::from_secs(5)));
         assert!(parse_http_url("http://collector:4317").is_ok());
         assert!(parse_http_url("collector:4317").is_err());
     }

@@ -4,15 +4,21 @@
 //! that went away without a word does not hold a connection, and its memory, forever.
 
 use std::{
+    io,
+    pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
+    task::{Context, Poll},
     time::Duration,
 };
 
 use hyper_util::server::graceful::GracefulConnection;
-use tokio::time::Instant;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Calls in flight on one connection, and when the last one ended. Each request of the
@@ -57,24 +63,110 @@ impl Activity {
     }
 }
 
-/// Serves `connection` to its end, shutting it down gracefully on `shutdown` or when idle.
+/// How long a new connection has to send the HTTP/2 connection preface (and, with TLS,
+/// to finish its handshake) before it is closed: sockets that say nothing hold no memory.
+pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The client's HTTP/2 connection preface, `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`, is 24 bytes.
+const PREFACE_BYTES: usize = 24;
+
+/// Serves `connection` to its end, shutting it down gracefully on `shutdown` or when idle,
+/// and closing it at once if its preface has not arrived within [`PREFACE_TIMEOUT`].
 pub async fn serve<C>(
     connection: C,
     activity: Arc<Activity>,
+    preface: Arc<PrefaceSeen>,
     idle_timeout: Duration,
     shutdown: CancellationToken,
 ) where
     C: GracefulConnection,
 {
     let mut connection = std::pin::pin!(connection);
+    let preface_due = tokio::time::sleep(PREFACE_TIMEOUT);
+    let mut preface_due = std::pin::pin!(preface_due);
+    let mut waiting_for_preface = true;
     let mut closing = false;
     loop {
         tokio::select! {
             _ = connection.as_mut() => return,
+            () = preface_due.as_mut(), if waiting_for_preface => {
+                if !preface.seen() {
+                    return; // dropped: the socket closes
+                }
+                waiting_for_preface = false;
+                continue;
+            }
             () = shutdown.cancelled(), if !closing => {}
             () = activity.idle_for(idle_timeout), if !closing => {}
         }
         connection.as_mut().graceful_shutdown();
         closing = true;
+    }
+}
+
+/// Whether a connection's first [`PREFACE_BYTES`] have arrived.
+#[derive(Debug, Default)]
+pub struct PrefaceSeen(AtomicBool);
+
+impl PrefaceSeen {
+    fn seen(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A socket that tells its [`PrefaceSeen`] once the preface's bytes have been read.
+    pub struct PrefaceWatch<IO> {
+        #[pin]
+        inner: IO,
+        read: usize,
+        seen: Arc<PrefaceSeen>,
+    }
+}
+
+impl<IO> PrefaceWatch<IO> {
+    pub fn new(inner: IO, seen: Arc<PrefaceSeen>) -> Self {
+        Self { inner, read: 0, seen }
+    }
+}
+
+impl<IO: AsyncRead> AsyncRead for PrefaceWatch<IO> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let result = this.inner.poll_read(cx, buf);
+        if *this.read < PREFACE_BYTES {
+            *this.read += buf.filled().len() - before;
+            if *this.read >= PREFACE_BYTES {
+                this.seen.0.store(true, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+}
+
+impl<IO: AsyncWrite> AsyncWrite for PrefaceWatch<IO> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }

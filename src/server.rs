@@ -22,8 +22,8 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::{
     config::ServerConfig,
-    connection::{self, Activity},
-    layers::{DeadlineLayer, LoadShedLayer, ObserveLayer, SpecStatusCodesLayer},
+    connection::{self, Activity, PrefaceSeen, PrefaceWatch},
+    layers::{CatchPanicLayer, DeadlineLayer, LoadShedLayer, ObserveLayer, SpecStatusCodesLayer},
     metrics_endpoint,
     telemetry::Telemetry,
 };
@@ -176,6 +176,8 @@ pub async fn serve(
         .layer(DeadlineLayer::new(config.max_call_duration))
         // tonic's own error answers, fixed to gRPC's status-code spec.
         .layer(SpecStatusCodesLayer)
+        // A panicking handler answers INTERNAL, logged with its trace id; the process stays up.
+        .layer(CatchPanicLayer)
         .service(routes);
 
     let http2 = http2_server(config);
@@ -196,9 +198,11 @@ pub async fn serve(
                 request.map(Body::new)
             }
         });
-        let connection = http2.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let preface = Arc::new(PrefaceSeen::default());
+        let stream = TokioIo::new(PrefaceWatch::new(stream, preface.clone()));
+        let connection = http2.serve_connection(stream, TowerToHyperService::new(service));
         let idle = config.max_connection_idle;
-        connections.spawn(connection::serve(connection, activity, idle, shutdown.clone()));
+        connections.spawn(connection::serve(connection, activity, preface, idle, shutdown.clone()));
     }
 
     drop(listener);
@@ -221,8 +225,14 @@ fn http2_server(config: &ServerConfig) -> hyper::server::conn::http2::Builder<To
         .timer(TokioTimer::new())
         .keep_alive_interval(config.http2_keepalive_interval)
         .keep_alive_timeout(config.http2_keepalive_timeout)
-        .adaptive_window(true)
-        .max_concurrent_streams(config.max_concurrent_streams);
+        // Fixed, small windows (not adaptive ones, which may grow to megabytes per stream):
+        // what a peer can make us buffer is bounded per stream and per connection.
+        .initial_stream_window_size(config.http2_stream_window)
+        .initial_connection_window_size(config.http2_connection_window)
+        .max_concurrent_streams(config.max_concurrent_streams)
+        // A peer that resets streams as fast as it opens them (CVE-2023-44487) is cut off.
+        .max_pending_accept_reset_streams(Some(100))
+        .max_header_list_size(16 * 1024);
     http2
 }
 

@@ -114,17 +114,24 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        {
+        let is_probe = {
             let mut state = self.state.lock().expect("breaker lock is never poisoned");
-            if let State::HalfOpen { ejections, .. } = *state {
-                *state = State::HalfOpen {
-                    probing: true,
-                    ejections,
-                };
+            match *state {
+                State::HalfOpen { ejections, .. } => {
+                    *state = State::HalfOpen {
+                        probing: true,
+                        ejections,
+                    };
+                    true
+                }
+                _ => false,
             }
-        }
+        };
         let call = self.inner.call(request);
-        let state = self.state.clone();
+        let mut pending = PendingCall {
+            state: self.state.clone(),
+            is_probe,
+        };
         let policy = self.policy;
         let endpoint = self.endpoint.clone();
         Box::pin(async move {
@@ -134,9 +141,33 @@ where
                 Ok(_) => Outcome::Answered,
                 Err(_) => Outcome::Unreachable,
             };
-            record(&state, &policy, &endpoint, outcome);
+            pending.is_probe = false;
+            record(&pending.state, &policy, &endpoint, outcome);
             result
         })
+    }
+}
+
+/// A call through the breaker that has not ended yet. A probe dropped before its answer (its
+/// caller's deadline passed, or the caller went away) taught nothing: the endpoint is
+/// half-open again, so the next call probes it, instead of staying "probing" for good.
+struct PendingCall {
+    state: Arc<Mutex<State>>,
+    is_probe: bool,
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        if !self.is_probe {
+            return;
+        }
+        let mut state = self.state.lock().expect("breaker lock is never poisoned");
+        if let State::HalfOpen { probing: true, ejections } = *state {
+            *state = State::HalfOpen {
+                probing: false,
+                ejections,
+            };
+        }
     }
 }
 
@@ -240,5 +271,32 @@ mod tests {
         let state = Mutex::new(State::Closed { failures: 0 });
         record(&state, &POLICY, "e", Outcome::Unreachable);
         assert!(matches!(*state.lock().unwrap(), State::Open { ejections: 1, .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_cancelled_before_its_answer_lets_the_next_call_probe() {
+        use tower::ServiceExt;
+
+        // An endpoint that never answers.
+        let silent = tower::service_fn(|_: Request<()>| std::future::pending::<Result<Response<tonic::body::Body>, Code>>());
+        let mut breaker = Breaker::new(silent, POLICY, "e");
+        *breaker.state.lock().unwrap() = State::HalfOpen {
+            probing: false,
+            ejections: 1,
+        };
+        let probe = breaker.ready().await.unwrap().call(Request::new(()));
+        assert!(matches!(*breaker.state.lock().unwrap(), State::HalfOpen { probing: true, .. }));
+
+        // The probe's caller gives up (its deadline passed).
+        drop(probe);
+        assert_eq!(
+            *breaker.state.lock().unwrap(),
+            State::HalfOpen {
+                probing: false,
+                ejections: 1
+            }
+        );
+        let next = tokio::time::timeout(Duration::from_secs(1), breaker.ready()).await;
+        assert!(next.is_ok(), "the endpoint takes a new probe at once");
     }
 }

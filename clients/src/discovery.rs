@@ -62,6 +62,13 @@ async fn resolve_forever<S, F>(
                 continue;
             }
         };
+        // An empty answer (every pod restarting at once, a DNS server mid-update) is treated
+        // like a failed lookup, as grpc-go does: calls keep going to the last known endpoints,
+        // whose breakers eject the ones that are really gone.
+        if resolved.is_empty() && !current.is_empty() {
+            tracing::warn!(%host, "DNS answered no address; keeping the current endpoints");
+            continue;
+        }
         for gone in current.difference(&resolved) {
             tracing::info!(endpoint = %gone, "endpoint removed by DNS");
             if changes.send(Change::Remove(gone.clone())).await.is_err() {

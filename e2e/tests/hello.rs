@@ -27,7 +27,7 @@ async fn health_answers_for_the_server_and_its_service_only() {
         service: service.into(),
     };
 
-    for name in ["", "hello.v1.HelloService"] {
+    for name in ["", "hello.v1.HelloService", "liveness"] {
         let status = health.check(check(name)).await.unwrap().into_inner().status;
         assert_eq!(status, ServingStatus::Serving as i32, "health of {name:?}");
     }

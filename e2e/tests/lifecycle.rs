@@ -32,6 +32,19 @@ fn a_malformed_setting_exits_2_with_one_line_naming_it() {
         ("hello-service", "LISTEN_ADDR", "not-an-address", "--listen-addr"),
         ("hello-service", "METRICS_ADDR", "9101", "--metrics-addr"),
         ("hello-service", "SHUTDOWN_GRACE", "soon", "--shutdown-grace"),
+        ("hello-service", "SHUTDOWN_GRACE", "0s", "--shutdown-grace"),
+        (
+            "order-service",
+            "USER_SERVICE_DNS_REFRESH",
+            "0s",
+            "--user-service-dns-refresh",
+        ),
+        (
+            "order-service",
+            "USER_SERVICE_EJECT_FOR",
+            "0s",
+            "--user-service-eject-for",
+        ),
         ("hello-service", "MAX_MESSAGE_BYTES", "-1", "--max-message-bytes"),
         ("hello-service", "LOG_FORMAT", "xml", "--log-format"),
         (

@@ -1,11 +1,13 @@
 //! The server's cross-cutting concerns, one tower `Layer` each. They are composed, in
 //! order, in one place: [`crate::server::serve`].
 
+pub mod catch_panic;
 pub mod deadline;
 pub mod load_shed;
 pub mod observe;
 pub mod status_codes;
 
+pub use catch_panic::CatchPanicLayer;
 pub use deadline::DeadlineLayer;
 pub use load_shed::LoadShedLayer;
 pub use observe::ObserveLayer;

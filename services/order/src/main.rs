@@ -42,7 +42,7 @@ struct Config {
     user_service_url: Target,
 
     /// Cap on each call to the User service (the caller's own deadline may be shorter).
-    #[arg(long, env = "USER_SERVICE_TIMEOUT", default_value = "2s", value_parser = config::parse_duration)]
+    #[arg(long, env = "USER_SERVICE_TIMEOUT", default_value = "2s", value_parser = config::parse_positive_duration)]
     user_service_timeout: Duration,
 
     /// Attempts per User call, the first included (retries only on UNAVAILABLE).
@@ -58,11 +58,11 @@ struct Config {
     user_service_eject_after: u32,
 
     /// How long a User endpoint's first ejection lasts (doubling while it keeps failing).
-    #[arg(long, env = "USER_SERVICE_EJECT_FOR", default_value = "5s", value_parser = config::parse_duration)]
+    #[arg(long, env = "USER_SERVICE_EJECT_FOR", default_value = "5s", value_parser = config::parse_positive_duration)]
     user_service_eject_for: Duration,
 
     /// How often a `dns:///` USER_SERVICE_URL is resolved again.
-    #[arg(long, env = "USER_SERVICE_DNS_REFRESH", default_value = "5s", value_parser = config::parse_duration)]
+    #[arg(long, env = "USER_SERVICE_DNS_REFRESH", default_value = "5s", value_parser = config::parse_positive_duration)]
     user_service_dns_refresh: Duration,
 }
 
