@@ -202,7 +202,13 @@ pub async fn serve(
         let stream = TokioIo::new(PrefaceWatch::new(stream, preface.clone()));
         let connection = http2.serve_connection(stream, TowerToHyperService::new(service));
         let idle = config.max_connection_idle;
-        connections.spawn(connection::serve(connection, activity, preface, idle, shutdown.clone()));
+        connections.spawn(connection::serve(
+            connection,
+            activity,
+            preface,
+            idle,
+            shutdown.clone(),
+        ));
     }
 
     drop(listener);

@@ -162,7 +162,11 @@ impl Drop for PendingCall {
             return;
         }
         let mut state = self.state.lock().expect("breaker lock is never poisoned");
-        if let State::HalfOpen { probing: true, ejections } = *state {
+        if let State::HalfOpen {
+            probing: true,
+            ejections,
+        } = *state
+        {
             *state = State::HalfOpen {
                 probing: false,
                 ejections,
@@ -278,14 +282,19 @@ mod tests {
         use tower::ServiceExt;
 
         // An endpoint that never answers.
-        let silent = tower::service_fn(|_: Request<()>| std::future::pending::<Result<Response<tonic::body::Body>, Code>>());
+        let silent = tower::service_fn(|_: Request<()>| {
+            std::future::pending::<Result<Response<tonic::body::Body>, Code>>()
+        });
         let mut breaker = Breaker::new(silent, POLICY, "e");
         *breaker.state.lock().unwrap() = State::HalfOpen {
             probing: false,
             ejections: 1,
         };
         let probe = breaker.ready().await.unwrap().call(Request::new(()));
-        assert!(matches!(*breaker.state.lock().unwrap(), State::HalfOpen { probing: true, .. }));
+        assert!(matches!(
+            *breaker.state.lock().unwrap(),
+            State::HalfOpen { probing: true, .. }
+        ));
 
         // The probe's caller gives up (its deadline passed).
         drop(probe);

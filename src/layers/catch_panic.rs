@@ -88,9 +88,16 @@ mod tests {
             }
             Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
         });
-        let response = CatchPanic { inner: handler }.oneshot(Request::new(())).await.unwrap();
+        let response = CatchPanic { inner: handler }
+            .oneshot(Request::new(()))
+            .await
+            .unwrap();
         let status = Status::from_header_map(response.headers()).expect("a grpc-status");
         assert_eq!(status.code(), Code::Internal);
-        assert_eq!(status.message(), "internal error", "the panic message is not sent");
+        assert_eq!(
+            status.message(),
+            "internal error",
+            "the panic message is not sent"
+        );
     }
 }
