@@ -104,14 +104,16 @@ pub async fn run(
     telemetry: Telemetry,
 ) -> ExitCode {
     let result = bind_and_serve(config, services, shutdown).await;
-    telemetry.shutdown(flush_budget(config.shutdown_grace)).await;
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "cannot serve");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Last: it flushes the spans and the log lines still buffered.
+    telemetry.shutdown(flush_budget(config.shutdown_grace)).await;
+    code
 }
 
 async fn bind_and_serve(

@@ -9,8 +9,13 @@
 //!
 //! The log filter applies to the log output only: `RUST_LOG=warn` must not stop span export
 //! (a global filter would, as both outputs share one subscriber).
+//!
+//! Logging stays off the calls' path: lines go to stdout through `tracing-appender`'s
+//! writer thread (a call never waits on the terminal or a pipe), the log output sees events
+//! only (spans' fields are not formatted into text for every call; a line carries its
+//! trace and span ids instead), and colour codes are written only to a terminal.
 
-use std::{fmt, time::Duration};
+use std::{fmt, io::IsTerminal, time::Duration};
 
 use opentelemetry::{KeyValue, trace::TraceContextExt, trace::TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
@@ -20,9 +25,10 @@ use opentelemetry_sdk::{
     trace::{Sampler, SdkTracerProvider},
 };
 use tracing::Subscriber;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{
     EnvFilter, Layer,
-    filter::LevelFilter,
+    filter::{FilterExt, LevelFilter, filter_fn},
     fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
     layer::SubscriberExt,
     registry::LookupSpan,
@@ -35,6 +41,8 @@ use crate::config::{LogFormat, SamplerName, ServerConfig};
 #[must_use = "spans are lost unless Telemetry::shutdown runs before the process exits"]
 pub struct Telemetry {
     provider: SdkTracerProvider,
+    /// Writes the log lines still queued when dropped.
+    logs: WorkerGuard,
 }
 
 impl Telemetry {
@@ -47,6 +55,7 @@ impl Telemetry {
         if let Ok(Err(error)) = flushed {
             tracing::warn!(%error, "flushing spans failed");
         }
+        drop(self.logs);
     }
 }
 
@@ -66,6 +75,12 @@ pub fn init(config: &ServerConfig) -> Telemetry {
         .parse(&config.rust_log)
         .expect("RUST_LOG was validated when the configuration was parsed");
     let json = config.log_format == LogFormat::Json;
+    // Not lossy: under a flood the calls wait for the writer rather than lose lines.
+    let (stdout, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("meshwork-log-writer")
+        .finish(std::io::stdout());
+    let ansi = std::io::stdout().is_terminal();
     let logs = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .event_format(WithTraceIds {
@@ -77,23 +92,27 @@ pub fn init(config: &ServerConfig) -> Telemetry {
                 json,
             })
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .with_writer(stdout)
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .event_format(WithTraceIds {
-                inner: tracing_subscriber::fmt::format(),
+                inner: tracing_subscriber::fmt::format().with_ansi(ansi),
                 json,
             })
+            .with_ansi(ansi)
+            .with_writer(stdout)
             .boxed(),
     };
+    let events_only = filter_fn(|metadata| metadata.is_event());
     tracing_subscriber::registry()
         .with(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
                 .with_filter(LevelFilter::INFO),
         )
-        .with(logs.with_filter(log_filter))
+        .with(logs.with_filter(log_filter.and(events_only)))
         .init();
-    Telemetry { provider }
+    Telemetry { provider, logs: guard }
 }
 
 fn tracer_provider(config: &ServerConfig) -> SdkTracerProvider {
@@ -163,7 +182,8 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> fmt::Result {
-        let Some((trace_id, span_id)) = ctx.lookup_current().and_then(|span| otel_ids(&span.id())) else {
+        // The current span from the dispatcher, not `ctx`: this output sees no spans.
+        let Some((trace_id, span_id)) = tracing::Span::current().id().and_then(|id| otel_ids(&id)) else {
             return self.inner.format_event(ctx, writer, event);
         };
         if !self.json {
