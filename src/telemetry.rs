@@ -112,7 +112,10 @@ pub fn init(config: &ServerConfig) -> Telemetry {
         )
         .with(logs.with_filter(log_filter.and(events_only)))
         .init();
-    Telemetry { provider, logs: guard }
+    Telemetry {
+        provider,
+        logs: guard,
+    }
 }
 
 fn tracer_provider(config: &ServerConfig) -> SdkTracerProvider {
