@@ -12,12 +12,16 @@ use std::{
     convert::Infallible,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::Instant,
 };
 
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use meshwork_rpc::{
     CallEnd, CallGuard, ObservedBody, RpcMethod, code_name,
     metrics::{CallTimer, SERVER},
@@ -51,7 +55,7 @@ pub struct Observe<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Observe<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>, Error = Infallible>,
+    S: Service<Request<CallerBody<ReqBody>>, Response = Response<ResBody>, Error = Infallible>,
     S::Future: Send + 'static,
     ResBody: Send + 'static,
 {
@@ -78,6 +82,7 @@ where
         if let Some(activity) = &activity {
             activity.call_started();
         }
+        let caller_gone = Arc::new(AtomicBool::new(false));
         let guard = CallGuard::new(ServedCall {
             method,
             span: span.clone(),
@@ -85,7 +90,9 @@ where
             started: Instant::now(),
             peer,
             activity,
+            caller_gone: caller_gone.clone(),
         });
+        let request = request.map(|inner| CallerBody { inner, caller_gone });
 
         let call = self.inner.call(request).instrument(span);
         Box::pin(async move {
@@ -122,10 +129,18 @@ pub struct ServedCall {
     started: Instant,
     peer: Option<SocketAddr>,
     activity: Option<Arc<Activity>>,
+    /// Set when reading the request failed: the caller reset the stream or went away.
+    caller_gone: Arc<AtomicBool>,
 }
 
 impl CallEnd for ServedCall {
     fn ended(self, code: Code) {
+        // tonic answers a request it could not read with UNKNOWN; when the reason is that the
+        // caller went away, that is a cancelled call (as grpc-go counts it), not a failure.
+        let code = match code {
+            Code::Unknown if self.caller_gone.load(Ordering::Relaxed) => Code::Cancelled,
+            code => code,
+        };
         record_status(&self.span, code, is_server_error(code));
         self.timer.finish(code);
         // Inside the call's span, so the line carries its trace and span ids.
@@ -146,8 +161,42 @@ impl CallEnd for ServedCall {
     }
 }
 
-/// Records a call's final code on its span (either side's).
-pub fn record_status(span: &Span, code: Code, is_error: bool) {
+pin_project_lite::pin_project! {
+    /// A request body that notes when reading it fails (the caller reset the stream).
+    pub struct CallerBody<B> {
+        #[pin]
+        inner: B,
+        caller_gone: Arc<AtomicBool>,
+    }
+}
+
+impl<B: Body> Body for CallerBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if let Some(Err(_)) = &frame {
+            this.caller_gone.store(true, Ordering::Relaxed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Records a call's final code on its span.
+fn record_status(span: &Span, code: Code, is_error: bool) {
     span.record("rpc.grpc.status_code", code as i32);
     if is_error {
         span.record("otel.status_code", "ERROR");
