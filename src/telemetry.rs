@@ -78,6 +78,8 @@ pub fn init(config: &ServerConfig) -> Telemetry {
     // Not lossy: under a flood the calls wait for the writer rather than lose lines.
     let (stdout, guard) = NonBlockingBuilder::default()
         .lossy(false)
+        // A bounded queue, allocated up front: 128k lines (the default) would cost 4 MiB of RSS.
+        .buffered_lines_limit(4096)
         .thread_name("meshwork-log-writer")
         .finish(std::io::stdout());
     let ansi = std::io::stdout().is_terminal();

@@ -57,6 +57,9 @@ pub struct RpcMethod {
     pub full_name: &'static str,
     pub call_type: CallType,
     pub idempotency: Idempotency,
+    /// Its place in the method table (0 for [`Self::UNKNOWN`]): per-method state, such as
+    /// metric handles, is an array indexed by it instead of a map looked up per call.
+    pub index: usize,
 }
 
 impl RpcMethod {
@@ -68,7 +71,13 @@ impl RpcMethod {
         full_name: "unknown",
         call_type: CallType::Unary,
         idempotency: Idempotency::Unknown,
+        index: 0,
     };
+
+    /// How many indices there are: every known method, and [`Self::UNKNOWN`].
+    pub fn count() -> usize {
+        METHODS.len() + 1
+    }
 
     /// The method `path` (`/user.v1.UserService/CreateUser`) names, or [`Self::UNKNOWN`].
     pub fn from_path(path: &str) -> Self {
@@ -121,6 +130,7 @@ static METHODS: LazyLock<HashMap<String, RpcMethod>> = LazyLock::new(|| {
                         full_name: leak(format!("{service_name}/{}", method.name())),
                         call_type: call_type(method),
                         idempotency: idempotency(method),
+                        index: methods.len() + 1,
                     };
                     methods.insert(format!("/{service_name}/{}", method.name()), rpc);
                 }

@@ -4,11 +4,11 @@
 //! The `prometheus` crate's default registry also carries its process collector:
 //! `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, ...
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, TextEncoder,
-    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    TextEncoder, register_histogram_vec, register_int_counter_vec, register_int_gauge_vec,
 };
 use tonic::Code;
 
@@ -25,6 +25,18 @@ pub struct GrpcMetrics {
     handled: IntCounterVec,
     handling_seconds: HistogramVec,
     in_flight: IntGaugeVec,
+    /// Each method's series, resolved on its first call and then reused: a call touches
+    /// its counters directly instead of hashing four label values into each family.
+    by_method: Box<[OnceLock<MethodSeries>]>,
+}
+
+/// The series of one method.
+struct MethodSeries {
+    started: IntCounter,
+    in_flight: IntGauge,
+    handling_seconds: Histogram,
+    /// By status code (0..=16), each resolved on its first use.
+    handled: [OnceLock<IntCounter>; 17],
 }
 
 /// Calls this process served.
@@ -70,27 +82,47 @@ impl GrpcMetrics {
                 LABELS
             )
             .expect(registered),
+            by_method: (0..RpcMethod::count()).map(|_| OnceLock::new()).collect(),
         }
+    }
+
+    fn series(&self, method: &RpcMethod) -> &MethodSeries {
+        self.by_method[method.index].get_or_init(|| {
+            let labels = [method.call_type.as_str(), method.service, method.method];
+            MethodSeries {
+                started: self.started.with_label_values(&labels),
+                in_flight: self.in_flight.with_label_values(&labels),
+                handling_seconds: self.handling_seconds.with_label_values(&labels),
+                handled: Default::default(),
+            }
+        })
+    }
+
+    fn handled(&self, method: &RpcMethod, code: Code) -> &IntCounter {
+        self.series(method).handled[code as usize].get_or_init(|| {
+            let labels = [
+                method.call_type.as_str(),
+                method.service,
+                method.method,
+                code_name(code),
+            ];
+            self.handled.with_label_values(&labels)
+        })
     }
 
     /// Creates the series of every method of `service` at zero, as grpc-go's
     /// `InitializeMetrics` does: dashboards and `rate()` see a method before its first call.
     pub fn initialize(&self, service: &str) {
         for method in RpcMethod::all_of(service) {
-            let labels = [method.call_type.as_str(), method.service, method.method];
-            self.started.with_label_values(&labels);
-            self.in_flight.with_label_values(&labels);
-            self.handling_seconds.with_label_values(&labels);
-            self.handled
-                .with_label_values(&[labels[0], labels[1], labels[2], code_name(Code::Ok)]);
+            self.handled(&method, Code::Ok);
         }
     }
 
     /// Counts a started call; the returned guard counts its end.
     pub fn start(&'static self, method: RpcMethod) -> CallTimer {
-        let labels = [method.call_type.as_str(), method.service, method.method];
-        self.started.with_label_values(&labels).inc();
-        self.in_flight.with_label_values(&labels).inc();
+        let series = self.series(&method);
+        series.started.inc();
+        series.in_flight.inc();
         CallTimer {
             metrics: self,
             method,
@@ -119,17 +151,12 @@ impl CallTimer {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
-        let method = self.method;
-        let labels = [method.call_type.as_str(), method.service, method.method];
-        self.metrics.in_flight.with_label_values(&labels).dec();
-        self.metrics
+        let series = self.metrics.series(&self.method);
+        series.in_flight.dec();
+        series
             .handling_seconds
-            .with_label_values(&labels)
             .observe(self.started.elapsed().as_secs_f64());
-        self.metrics
-            .handled
-            .with_label_values(&[labels[0], labels[1], labels[2], code_name(code)])
-            .inc();
+        self.metrics.handled(&self.method, code).inc();
     }
 }
 
