@@ -110,6 +110,11 @@ pub fn init(config: &ServerConfig) -> Telemetry {
         .with(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
+                // Per-span costs that buy nothing here: source location and thread name
+                // attributes (allocated per span), and busy/idle timing on every poll.
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
                 .with_filter(LevelFilter::INFO),
         )
         .with(logs.with_filter(log_filter.and(events_only)))
