@@ -4,7 +4,7 @@
 //! Parsing happens before any port is bound or file is opened: a malformed value stops the
 //! process with exit status 2 and one line that names the setting.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, ValueEnum};
 
@@ -119,65 +119,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// Where a service keeps its data: the `DATABASE_URL` setting.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DatabaseUrl {
-    /// `sqlite://PATH`: an embedded database file, created (with its directory) if missing.
-    Sqlite(PathBuf),
-    /// `postgres://...` or `postgresql://...`, kept whole for the driver.
-    Postgres(String),
-}
-
-impl FromStr for DatabaseUrl {
-    type Err = String;
-
-    fn from_str(url: &str) -> Result<Self, Self::Err> {
-        if let Some(path) = url.strip_prefix("sqlite://") {
-            let path = path.split('?').next().unwrap_or_default();
-            if path.is_empty() {
-                return Err("expected sqlite://PATH with a file path".into());
-            }
-            return Ok(Self::Sqlite(PathBuf::from(path)));
-        }
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Self::Postgres(url.to_owned()));
-        }
-        Err("expected sqlite://PATH or postgres://...".into())
-    }
-}
-
-impl fmt::Display for DatabaseUrl {
-    /// Never prints a PostgreSQL password: this is what goes into logs.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
-            Self::Postgres(url) => {
-                let host = url.rsplit('@').next().unwrap_or(url);
-                let host = host
-                    .trim_start_matches("postgresql://")
-                    .trim_start_matches("postgres://");
-                write!(f, "postgres://{host}")
-            }
-        }
-    }
-}
-
-/// Settings of a service's connection pool (user and order).
-#[derive(Args, Debug, Clone)]
-pub struct DatabasePoolConfig {
-    /// Most connections one process opens to PostgreSQL.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub database_max_connections: u32,
-
-    /// How long a call waits for a free connection before it is answered `UNAVAILABLE`.
-    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
-    pub database_acquire_timeout: Duration,
-
-    /// Longest a PostgreSQL statement may run (`statement_timeout`).
-    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub database_statement_timeout: Duration,
-}
-
 /// Per-binary defaults of the settings whose default differs between services.
 pub struct Defaults {
     /// The binary's name: the default `OTEL_SERVICE_NAME`.
@@ -277,31 +218,6 @@ fn parse_http_url(text: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sqlite_url_keeps_relative_and_absolute_paths() {
-        assert_eq!(
-            "sqlite://data/user.db".parse(),
-            Ok(DatabaseUrl::Sqlite("data/user.db".into()))
-        );
-        assert_eq!(
-            "sqlite:///var/lib/x.db?mode=rwc".parse(),
-            Ok(DatabaseUrl::Sqlite("/var/lib/x.db".into()))
-        );
-    }
-
-    #[test]
-    fn database_url_rejects_other_schemes_and_empty_paths() {
-        assert!("mysql://x".parse::<DatabaseUrl>().is_err());
-        assert!("sqlite://".parse::<DatabaseUrl>().is_err());
-        assert!("data/user.db".parse::<DatabaseUrl>().is_err());
-    }
-
-    #[test]
-    fn postgres_url_hides_credentials_when_displayed() {
-        let url: DatabaseUrl = "postgres://app:secret@db:5432/orders".parse().unwrap();
-        assert_eq!(url.to_string(), "postgres://db:5432/orders");
-    }
 
     #[test]
     fn durations_and_urls_parse_as_people_write_them() {

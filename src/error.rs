@@ -81,8 +81,79 @@ pub fn respond<T>(domain: &str, result: Result<T, ApiError>) -> Result<tonic::Re
 
 /// Every bad field of one request, by its path in the request (`email`, `user.email`,
 /// `items[0].quantity`). Validation collects all of them so a caller fixes a request once.
+///
+/// Parsing hands back values, not booleans: [`check`](Self::check) gives a [`Checked`] per
+/// field, and [`finish`](Self::finish) turns all of them (a tuple, a `Vec`) into the parsed
+/// values, or into the one `InvalidArgument` error naming every bad field:
+///
+/// ```
+/// # use meshwork::error::{ApiError, FieldViolations};
+/// fn parse(name: &str, age: &str) -> Result<(String, u8), ApiError> {
+///     let mut violations = FieldViolations::new();
+///     let name = violations.check("name", match name {
+///         "" => Err("must not be empty".to_string()),
+///         name => Ok(name.to_owned()),
+///     });
+///     let age = violations.check("age", age.parse::<u8>().map_err(|e| e.to_string()));
+///     violations.finish((name, age))
+/// }
+/// assert_eq!(parse("Ada", "36").unwrap(), ("Ada".to_string(), 36));
+/// assert!(parse("", "old").is_err());
+/// ```
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FieldViolations(Vec<(String, String)>);
+
+/// One checked field: its parsed value, or the proof that its violation was recorded.
+pub type Checked<T> = Result<T, Recorded>;
+
+/// Proof that a field violation was recorded. Only [`FieldViolations`] makes one (the field
+/// is private), so an `Err` in a [`Checked`] always has its violation in the collector:
+/// "no violation, yet no value" cannot be written, and no caller needs an `expect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded(());
+
+/// Checked parts that make one value when every part parsed: a [`Checked`], a tuple of
+/// them, or a `Vec` of them (each element checked already, so no violation is missed).
+pub trait AllChecked {
+    type Value;
+    /// The parsed values, or the proof that some part's violation was recorded.
+    fn all(self) -> Checked<Self::Value>;
+}
+
+impl<T> AllChecked for Checked<T> {
+    type Value = T;
+    fn all(self) -> Checked<T> {
+        self
+    }
+}
+
+impl<P: AllChecked> AllChecked for Vec<P> {
+    type Value = Vec<P::Value>;
+    fn all(self) -> Checked<Self::Value> {
+        self.into_iter().map(AllChecked::all).collect()
+    }
+}
+
+macro_rules! all_checked_tuples {
+    ($(($($part:ident),+)),+) => {$(
+        impl<$($part: AllChecked),+> AllChecked for ($($part,)+) {
+            type Value = ($($part::Value,)+);
+            #[allow(non_snake_case)]
+            fn all(self) -> Checked<Self::Value> {
+                let ($($part,)+) = self;
+                Ok(($($part.all()?,)+))
+            }
+        }
+    )+};
+}
+
+all_checked_tuples!(
+    (A, B),
+    (A, B, C),
+    (A, B, C, D),
+    (A, B, C, D, E),
+    (A, B, C, D, E, F)
+);
 
 impl FieldViolations {
     pub fn new() -> Self {
@@ -95,17 +166,33 @@ impl FieldViolations {
     }
 
     /// Keeps the value of `result`, or records its error against `field`.
-    pub fn check<T>(&mut self, field: impl Into<String>, result: Result<T, String>) -> Option<T> {
-        result.map_err(|why| self.add(field, why)).ok()
+    pub fn check<T>(&mut self, field: impl Into<String>, result: Result<T, String>) -> Checked<T> {
+        result.map_err(|why| {
+            self.add(field, why);
+            Recorded(())
+        })
     }
 
-    /// `Ok(value)` when nothing was recorded, else the violations as an [`ApiError`].
-    /// Call it with the fully parsed value once every field has been looked at.
-    pub fn into_result<T>(self, value: impl FnOnce() -> T) -> Result<T, ApiError> {
-        if self.0.is_empty() {
-            Ok(value())
-        } else {
-            Err(ApiError::InvalidArgument(self))
+    /// Checks what is made of an already checked value (an order's total, of its parsed
+    /// items). When that value did not parse, its recorded violation stands for this one.
+    pub fn check_with<T, U>(
+        &mut self,
+        field: impl Into<String>,
+        from: &Checked<T>,
+        parse: impl FnOnce(&T) -> Result<U, String>,
+    ) -> Checked<U> {
+        match from {
+            Ok(value) => self.check(field, parse(value)),
+            Err(recorded) => Err(*recorded),
+        }
+    }
+
+    /// The parsed values of `parts` when nothing was recorded, else every violation as one
+    /// [`ApiError::InvalidArgument`]. Call it once every field has been looked at.
+    pub fn finish<P: AllChecked>(self, parts: P) -> Result<P::Value, ApiError> {
+        match parts.all() {
+            Ok(values) if self.0.is_empty() => Ok(values),
+            _ => Err(ApiError::InvalidArgument(self)),
         }
     }
 
@@ -116,6 +203,15 @@ impl FieldViolations {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+impl ApiError {
+    /// One bad field: `field` is wrong, and why.
+    pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {
+        let mut violations = FieldViolations::new();
+        violations.add(field, description);
+        Self::InvalidArgument(violations)
     }
 }
 
@@ -159,6 +255,60 @@ mod tests {
         let info = details.error_info().expect("an ErrorInfo detail");
         assert_eq!(info.domain, "user.v1.UserService");
         assert_eq!(info.reason, "INVALID_ARGUMENT");
+    }
+
+    #[test]
+    fn finish_hands_back_every_parsed_value_or_every_violation() {
+        let parse = |name: &str, sizes: &[i32]| {
+            let mut violations = FieldViolations::new();
+            let name = violations.check(
+                "name",
+                Some(name.to_owned())
+                    .filter(|n| !n.is_empty())
+                    .ok_or("must not be empty".to_string()),
+            );
+            let sizes: Vec<_> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &size)| {
+                    violations.check(
+                        format!("sizes[{i}]"),
+                        u32::try_from(size).map_err(|e| e.to_string()),
+                    )
+                })
+                .collect();
+            let sizes = sizes.all();
+            let total = violations.check_with("sizes", &sizes, |sizes| {
+                sizes
+                    .iter()
+                    .try_fold(0u32, |sum, size| sum.checked_add(*size))
+                    .ok_or("too large".to_string())
+            });
+            violations.finish((name, sizes, total))
+        };
+        assert_eq!(parse("a", &[1, 2]).unwrap(), ("a".to_string(), vec![1, 2], 3));
+        let fields = |error: ApiError| match error {
+            ApiError::InvalidArgument(violations) => {
+                violations.fields().map(str::to_owned).collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        };
+        // Every bad element is named, not only the first; a total of bad parts is not.
+        assert_eq!(
+            fields(parse("", &[-1, 2, -3]).unwrap_err()),
+            ["name", "sizes[0]", "sizes[2]"]
+        );
+        assert_eq!(
+            fields(parse("a", &[i32::MAX, i32::MAX, 2]).unwrap_err()),
+            ["sizes"]
+        );
+        // A violation without a value of its own (`add`) fails the request too.
+        let mut violations = FieldViolations::new();
+        violations.add("items", "must have at least one item");
+        assert_eq!(
+            fields(violations.finish(Ok::<_, Recorded>(())).unwrap_err()),
+            ["items"]
+        );
     }
 
     #[test]

@@ -15,12 +15,10 @@
 //! - [`error`]: [`error::ApiError`], the one mapping from domain failures to `tonic::Status`
 //!   with `google.rpc` error details.
 //! - [`pagination`]: AIP-158 page sizes and opaque page tokens.
-//! - [`database`]: opening the configured database and running embedded migrations.
 //! - [`time`]: conversion between stored times and `google.protobuf.Timestamp`.
 
 pub mod config;
 pub mod connection;
-pub mod database;
 pub mod error;
 pub mod layers;
 pub mod metrics_endpoint;

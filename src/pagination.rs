@@ -8,7 +8,7 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
-use crate::error::FieldViolations;
+use crate::error::{AllChecked, Checked, FieldViolations};
 
 /// What `page_size = 0` means.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -35,13 +35,11 @@ impl PageRequest {
         page_token: &str,
         filter: &str,
         violations: &mut FieldViolations,
-    ) -> Option<Self> {
+    ) -> Checked<Self> {
         let size = violations.check("page_size", page_size_of(page_size));
         let after = violations.check("page_token", cursor_of(page_token, filter));
-        Some(Self {
-            size: size?,
-            after: after?,
-        })
+        let (size, after) = (size, after).all()?;
+        Ok(Self { size, after })
     }
 
     /// Number of rows to fetch: one more than the page, to learn whether another follows.
@@ -98,10 +96,12 @@ mod tests {
     fn parse(size: i32, token: &str, filter: &str) -> Result<PageRequest, Vec<String>> {
         let mut violations = FieldViolations::new();
         let page = PageRequest::parse(size, token, filter, &mut violations);
-        match page {
-            Some(page) if violations.is_empty() => Ok(page),
-            _ => Err(violations.fields().map(str::to_owned).collect()),
-        }
+        violations.finish(page).map_err(|error| match error {
+            crate::error::ApiError::InvalidArgument(violations) => {
+                violations.fields().map(str::to_owned).collect()
+            }
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        })
     }
 
     #[test]

@@ -105,7 +105,12 @@ pub fn init(config: &ServerConfig) -> Telemetry {
             .with_writer(stdout)
             .boxed(),
     };
-    let events_only = filter_fn(|metadata| metadata.is_event());
+    // With the log filter's level as its hint: a filter without one lifts the global
+    // maximum level to TRACE, and then every `enabled!(debug)` probe (sqlx makes one per
+    // statement) reaches the per-layer filters, which drop the thread's next line
+    // (tokio-rs/tracing#2519).
+    let level = log_filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
+    let events_only = filter_fn(|metadata| metadata.is_event()).with_max_level_hint(level);
     tracing_subscriber::registry()
         .with(
             tracing_opentelemetry::layer()

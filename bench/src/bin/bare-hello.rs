@@ -12,7 +12,10 @@ struct Greeter;
 
 #[tonic::async_trait]
 impl HelloService for Greeter {
-    async fn say_hello(&self, request: Request<SayHelloRequest>) -> Result<Response<SayHelloResponse>, Status> {
+    async fn say_hello(
+        &self,
+        request: Request<SayHelloRequest>,
+    ) -> Result<Response<SayHelloResponse>, Status> {
         let name = request.into_inner().name;
         let name = if name.is_empty() { "World".to_owned() } else { name };
         Ok(Response::new(SayHelloResponse {

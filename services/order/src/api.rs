@@ -11,13 +11,12 @@ use meshwork::{
     },
     time::now_micros,
 };
-use tokio_util::sync::CancellationToken;
 use meshwork_clients::Deadline;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::{
-    domain::{NewOrder, Order, OrderStatus, parse_id},
+    domain::{NewOrder, Order, OrderId, UserId},
     order_events::{OrderEvents, WatchStream},
     store::{Inserted, OrderStore},
     users::UserDirectory,
@@ -25,7 +24,7 @@ use crate::{
 
 /// `order.v1.OrderService` over an [`OrderStore`] and a [`UserDirectory`].
 pub struct OrderApi {
-    store: Arc<dyn OrderStore>,
+    store: Arc<OrderStore>,
     users: Arc<dyn UserDirectory>,
     events: OrderEvents,
     shutdown: CancellationToken,
@@ -33,7 +32,7 @@ pub struct OrderApi {
 
 impl OrderApi {
     pub fn new(
-        store: Arc<dyn OrderStore>,
+        store: Arc<OrderStore>,
         users: Arc<dyn UserDirectory>,
         events: OrderEvents,
         shutdown: CancellationToken,
@@ -59,24 +58,15 @@ impl OrderApi {
                 return Ok(order);
             }
         }
-        if !self.users.user_exists(&new.user_id, deadline).await? {
+        if !self.users.user_exists(new.user_id.as_str(), deadline).await? {
             return Err(ApiError::FailedPrecondition {
                 reason: "USER_NOT_FOUND",
-                message: format!("user {:?} does not exist", new.user_id),
+                message: format!("user {:?} does not exist", new.user_id.as_str()),
             });
         }
-        let now = now_micros();
-        let order = Order {
-            id: Uuid::now_v7().to_string(),
-            user_id: new.user_id,
-            items: new.items,
-            total_cents: new.total_cents,
-            status: OrderStatus::Pending,
-            create_time: now,
-            update_time: now,
-        };
-        let inserted = self.store.insert(&order, new.request_id.as_deref()).await;
-        match inserted.map_err(|e| e.into_api(&order.id))? {
+        let (order, request_id) = new.place(now_micros());
+        let inserted = self.store.insert(&order, request_id.as_ref()).await;
+        match inserted.map_err(|e| e.into_api(order.id.as_str()))? {
             // A concurrent call with the same request_id got there first.
             Inserted::Existing(first) => Ok(first),
             Inserted::Created => {
@@ -87,32 +77,23 @@ impl OrderApi {
     }
 
     async fn get(&self, request: pb::GetOrderRequest) -> Result<Order, ApiError> {
-        parse_order_id(&request.id)?;
-        self.store
-            .get(&request.id)
-            .await
-            .map_err(|e| e.into_api(&request.id))
+        let id = parse_order_id(request.id)?;
+        self.store.get(&id).await.map_err(|e| e.into_api(id.as_str()))
     }
 
     async fn list(&self, request: pb::ListOrdersRequest) -> Result<pb::ListOrdersResponse, ApiError> {
         let mut violations = FieldViolations::new();
-        if !request.user_id.is_empty() {
-            violations.check("user_id", parse_id(&request.user_id));
-        }
-        let page = PageRequest::parse(
-            request.page_size,
-            &request.page_token,
-            &request.user_id,
-            &mut violations,
-        );
-        let page = violations.into_result(|| page.expect("no violation means the page parsed"))?;
-        let user_id = Some(request.user_id.as_str()).filter(|id| !id.is_empty());
+        // A page token is bound to the filter as the caller wrote it ("" for every user).
+        let filter = request.user_id;
+        let user_id = violations.check("user_id", UserId::parse_filter(filter.clone()));
+        let page = PageRequest::parse(request.page_size, &request.page_token, &filter, &mut violations);
+        let (user_id, page) = violations.finish((user_id, page))?;
         let orders = self
             .store
-            .list(user_id, page.after.as_deref(), page.fetch_limit())
+            .list(user_id.as_ref(), page.after.as_deref(), page.fetch_limit())
             .await
             .map_err(|e| e.into_api(""))?;
-        let (orders, next_page_token) = page.finish(orders, &request.user_id, |order| &order.id);
+        let (orders, next_page_token) = page.finish(orders, &filter, |order| order.id.as_str());
         Ok(pb::ListOrdersResponse {
             orders: orders.into_iter().map(Into::into).collect(),
             next_page_token,
@@ -120,33 +101,23 @@ impl OrderApi {
     }
 
     async fn cancel(&self, request: pb::CancelOrderRequest) -> Result<Order, ApiError> {
-        parse_order_id(&request.id)?;
-        let order = self
-            .store
-            .cancel(&request.id, now_micros())
-            .await
-            .map_err(|e| e.into_api(&request.id))?;
+        let id = parse_order_id(request.id)?;
+        let cancelled = self.store.cancel(&id, now_micros()).await;
+        let order = cancelled.map_err(|e| e.into_api(id.as_str()))?;
         self.events.publish(OrderEventType::Cancelled, &order);
         Ok(order)
     }
 
     fn watch(&self, request: pb::WatchOrdersRequest) -> Result<WatchStream, ApiError> {
-        let mut violations = FieldViolations::new();
-        if !request.user_id.is_empty() {
-            violations.check("user_id", parse_id(&request.user_id));
-        }
-        violations.into_result(|| {
-            let user_id = Some(request.user_id).filter(|id| !id.is_empty());
-            self.events.watch(user_id, self.shutdown.clone())
-        })
+        let user_id = UserId::parse_filter(request.user_id);
+        let user_id = user_id.map_err(|why| ApiError::invalid_field("user_id", why))?;
+        Ok(self.events.watch(user_id, self.shutdown.clone()))
     }
 }
 
 /// The `id` field of Get/Cancel.
-fn parse_order_id(id: &str) -> Result<(), ApiError> {
-    let mut violations = FieldViolations::new();
-    violations.check("id", parse_id(id));
-    violations.into_result(|| ())
+fn parse_order_id(id: String) -> Result<OrderId, ApiError> {
+    OrderId::parse(id).map_err(|why| ApiError::invalid_field("id", why))
 }
 
 #[tonic::async_trait]

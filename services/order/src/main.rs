@@ -4,7 +4,8 @@
 //! - `api.rs`: the gRPC handlers.
 //! - `users.rs`: asking the User service whether a user exists.
 //! - `order_events.rs`: the in-process feed behind `WatchOrders`.
-//! - `store/`: the [`store::OrderStore`] trait and its SQLite implementation.
+//! - `store/`: [`store::OrderStore`], the orders in SQLite or PostgreSQL; `store/relay.rs`
+//!   is what differs: PostgreSQL relays order events between replicas.
 
 mod api;
 mod domain;
@@ -16,12 +17,13 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
 use meshwork::{
-    config::{self, DatabasePoolConfig, DatabaseUrl, Defaults, ServerConfig},
+    config::{self, Defaults, ServerConfig},
     proto::order::v1::order_service_server::OrderServiceServer,
     server::{self, GrpcServices},
     shutdown, telemetry,
 };
 use meshwork_clients::{ChannelOptions, Target};
+use meshwork_database::{DatabasePoolConfig, DatabaseUrl};
 
 /// Settings of order-service (environment variables or flags).
 #[derive(Parser, Debug)]
@@ -101,8 +103,9 @@ async fn main() -> ExitCode {
     let shutdown = shutdown::on_signal();
 
     let events = order_events::OrderEvents::new();
-    let store = match store::open(&config.database_url, &config.pool, events.clone()).await {
-        Ok(store) => store,
+    let opened = store::OrderStore::open(&config.database_url, &config.pool, events.clone(), &shutdown);
+    let store = match opened.await {
+        Ok(store) => Arc::new(store),
         Err(error) => {
             tracing::error!(%error, database = %config.database_url, "cannot open the database");
             return ExitCode::FAILURE;

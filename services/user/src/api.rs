@@ -13,7 +13,6 @@ use meshwork::{
     time::now_micros,
 };
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::{
     domain::{NewUser, User, UserChanges, UserId},
@@ -22,11 +21,11 @@ use crate::{
 
 /// `user.v1.UserService` over a [`UserStore`].
 pub struct UserApi {
-    store: Arc<dyn UserStore>,
+    store: Arc<UserStore>,
 }
 
 impl UserApi {
-    pub fn new(store: Arc<dyn UserStore>) -> Self {
+    pub fn new(store: Arc<UserStore>) -> Self {
         Self { store }
     }
 
@@ -34,14 +33,14 @@ impl UserApi {
         let new = NewUser::try_from(request)?;
         let now = now_micros();
         let user = User {
-            // UUIDv7: unique without coordination, and ordered by creation for pagination.
-            id: Uuid::now_v7().to_string(),
-            name: new.name.as_str().to_owned(),
-            email: new.email.as_str().to_owned(),
+            id: UserId::generate(),
+            name: new.name,
+            email: new.email,
             create_time: now,
             update_time: now,
         };
-        self.store.create(&user).await.map_err(|e| e.into_api(&user.id))?;
+        let created = self.store.create(&user).await;
+        created.map_err(|e| e.into_api(user.id.as_str()))?;
         Ok(pb::CreateUserResponse {
             user: Some(user.into()),
         })
@@ -49,11 +48,7 @@ impl UserApi {
 
     async fn get(&self, request: pb::GetUserRequest) -> Result<pb::GetUserResponse, ApiError> {
         let id = parse_id(request.id)?;
-        let user = self
-            .store
-            .get(id.as_str())
-            .await
-            .map_err(|e| e.into_api(id.as_str()))?;
+        let user = self.store.get(&id).await.map_err(|e| e.into_api(id.as_str()))?;
         Ok(pb::GetUserResponse {
             user: Some(user.into()),
         })
@@ -62,13 +57,13 @@ impl UserApi {
     async fn list(&self, request: pb::ListUsersRequest) -> Result<pb::ListUsersResponse, ApiError> {
         let mut violations = FieldViolations::new();
         let page = PageRequest::parse(request.page_size, &request.page_token, "", &mut violations);
-        let page = violations.into_result(|| page.expect("no violation means the page parsed"))?;
+        let page = violations.finish(page)?;
         let users = self
             .store
             .list(page.after.as_deref(), page.fetch_limit())
             .await
             .map_err(|e| e.into_api(""))?;
-        let (users, next_page_token) = page.finish(users, "", |user| &user.id);
+        let (users, next_page_token) = page.finish(users, "", |user| user.id.as_str());
         Ok(pb::ListUsersResponse {
             users: users.into_iter().map(Into::into).collect(),
             next_page_token,
@@ -90,7 +85,7 @@ impl UserApi {
     async fn delete(&self, request: pb::DeleteUserRequest) -> Result<pb::DeleteUserResponse, ApiError> {
         let id = parse_id(request.id)?;
         self.store
-            .delete(id.as_str())
+            .delete(&id)
             .await
             .map_err(|e| e.into_api(id.as_str()))?;
         Ok(pb::DeleteUserResponse {})
@@ -98,9 +93,7 @@ impl UserApi {
 }
 
 fn parse_id(id: String) -> Result<UserId, ApiError> {
-    let mut violations = FieldViolations::new();
-    let id = violations.check("id", UserId::parse(id));
-    violations.into_result(|| id.expect("no violation means the id parsed"))
+    UserId::parse(id).map_err(|why| ApiError::invalid_field("id", why))
 }
 
 #[tonic::async_trait]

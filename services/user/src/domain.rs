@@ -6,24 +6,40 @@ use meshwork::{
     error::{ApiError, FieldViolations},
     proto::user::v1 as pb,
 };
+use uuid::Uuid;
 
 /// A stored user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
-    pub id: String,
-    pub name: String,
-    pub email: String,
+    pub id: UserId,
+    pub name: UserName,
+    pub email: Email,
     /// Microseconds since the Unix epoch.
     pub create_time: i64,
     pub update_time: i64,
 }
 
+impl User {
+    /// A user as the store reads it back. Its fields were parsed before they were written,
+    /// so they are not parsed again: a rule made stricter later must not make stored users
+    /// unreadable.
+    pub fn from_stored(id: String, name: String, email: String, create_time: i64, update_time: i64) -> Self {
+        Self {
+            id: UserId(id),
+            name: UserName(name),
+            email: Email(email),
+            create_time,
+            update_time,
+        }
+    }
+}
+
 impl From<User> for pb::User {
     fn from(user: User) -> Self {
         Self {
-            id: user.id,
-            name: user.name,
-            email: user.email,
+            id: user.id.0,
+            name: user.name.0,
+            email: user.email.0,
             create_time: Some(meshwork::time::timestamp(user.create_time)),
             update_time: Some(meshwork::time::timestamp(user.update_time)),
         }
@@ -94,12 +110,19 @@ impl Email {
     }
 }
 
-/// A user id as a caller names it. Ids are opaque: any non-empty string up to 128 bytes is
-/// a valid question, and an unknown one is NOT_FOUND, not INVALID_ARGUMENT.
+/// A user id. The server chooses them ([`UserId::generate`]); callers' ids are opaque: any
+/// non-empty string up to 128 bytes is a valid question, and an unknown one is NOT_FOUND,
+/// not INVALID_ARGUMENT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserId(String);
 
 impl UserId {
+    /// A new id: a UUIDv7, unique without coordination and ordered by creation time, which
+    /// is what pagination by id needs.
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7().to_string())
+    }
+
     pub fn parse(id: String) -> Result<Self, String> {
         match id.len() {
             0 => Err("must not be empty".into()),
@@ -127,10 +150,8 @@ impl TryFrom<pb::CreateUserRequest> for NewUser {
         let mut violations = FieldViolations::new();
         let name = violations.check("name", UserName::parse(request.name));
         let email = violations.check("email", Email::parse(request.email));
-        violations.into_result(|| Self {
-            name: name.expect("no violation means the name parsed"),
-            email: email.expect("no violation means the email parsed"),
-        })
+        let (name, email) = violations.finish((name, email))?;
+        Ok(Self { name, email })
     }
 }
 
@@ -148,11 +169,10 @@ impl TryFrom<pb::UpdateUserRequest> for UserChanges {
     /// The fields to change are the `update_mask` paths (`*` means all of them); without a
     /// mask, every field the caller populated (AIP-134).
     fn try_from(request: pb::UpdateUserRequest) -> Result<Self, ApiError> {
-        let mut violations = FieldViolations::new();
         let Some(user) = request.user else {
-            violations.add("user", "is required");
-            return Err(ApiError::InvalidArgument(violations));
+            return Err(ApiError::invalid_field("user", "is required"));
         };
+        let mut violations = FieldViolations::new();
         let id = violations.check("user.id", UserId::parse(user.id));
         let paths = request.update_mask.map(|mask| mask.paths).unwrap_or_default();
 
@@ -175,13 +195,11 @@ impl TryFrom<pb::UpdateUserRequest> for UserChanges {
                 ),
             }
         }
+        // `None`: the field is not changed (`Option<Checked<_>>` turned into `Checked<Option<_>>`).
         let name = change_name.then(|| violations.check("user.name", UserName::parse(user.name)));
         let email = change_email.then(|| violations.check("user.email", Email::parse(user.email)));
-        violations.into_result(|| Self {
-            id: id.expect("no violation means the id parsed"),
-            name: name.flatten(),
-            email: email.flatten(),
-        })
+        let (id, name, email) = violations.finish((id, name.transpose(), email.transpose()))?;
+        Ok(Self { id, name, email })
     }
 }
 

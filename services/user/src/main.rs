@@ -2,21 +2,22 @@
 //!
 //! - `domain.rs`: the user and the parsed, valid forms of each request.
 //! - `api.rs`: the gRPC handlers: wire type → domain type → store → wire type.
-//! - `store/`: the [`store::UserStore`] trait and its SQLite implementation.
+//! - `store.rs`: [`store::UserStore`], the users in SQLite or PostgreSQL.
 
 mod api;
 mod domain;
 mod store;
 
-use std::process::ExitCode;
+use std::{process::ExitCode, sync::Arc};
 
 use clap::Parser;
 use meshwork::{
-    config::{self, DatabasePoolConfig, DatabaseUrl, Defaults, ServerConfig},
+    config::{self, Defaults, ServerConfig},
     proto::user::v1::user_service_server::UserServiceServer,
     server::{self, GrpcServices},
     shutdown, telemetry,
 };
+use meshwork_database::{DatabasePoolConfig, DatabaseUrl};
 
 /// Settings of user-service (environment variables or flags).
 #[derive(Parser, Debug)]
@@ -45,8 +46,8 @@ async fn main() -> ExitCode {
     let telemetry = telemetry::init(&config.server);
     let shutdown = shutdown::on_signal();
 
-    let store = match store::open(&config.database_url, &config.pool).await {
-        Ok(store) => store,
+    let store = match store::UserStore::open(&config.database_url, &config.pool).await {
+        Ok(store) => Arc::new(store),
         Err(error) => {
             tracing::error!(%error, database = %config.database_url, "cannot open the database");
             return ExitCode::FAILURE;

@@ -1,22 +1,67 @@
-//! Where orders are kept: the [`OrderStore`] trait, one implementation per backend.
+//! Where orders are kept: [`OrderStore`], one store over SQLite and PostgreSQL.
+//!
+//! Every statement is the same text on both backends (`$n` placeholders, `ON CONFLICT`,
+//! `RETURNING`; `items` is bound and read as JSON, which sqlx maps to PostgreSQL's `JSONB`
+//! and to SQLite's `TEXT`). What really differs is written in [`relay`]: PostgreSQL carries
+//! order events between replicas (`NOTIFY` in the transaction of each change, `LISTEN` in
+//! a relay task that this store owns); SQLite has one process, so no one else to tell.
+//! The schemas differ too, in `migrations/<backend>/`.
 
-mod postgres;
-mod sqlite;
+mod relay;
 
 use async_trait::async_trait;
-use std::sync::Arc;
-
-use meshwork::{
-    config::{DatabasePoolConfig, DatabaseUrl},
-    database::OpenError,
-    error::ApiError,
-    server::Readiness,
-};
+use meshwork::{error::ApiError, server::Readiness};
+use meshwork_database::{Columns, DatabasePoolConfig, DatabaseUrl, Db, Migrations, OpenError, with_pool};
+use sqlx::types::Json;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use uuid::Uuid;
 
 use crate::{
-    domain::{Order, OrderStatus},
+    domain::{Order, OrderId, OrderStatus, RequestId, StoredOrder, UserId},
     order_events::OrderEvents,
 };
+use relay::Announce;
+
+const MIGRATIONS: Migrations = Migrations {
+    table: "order_service_migrations",
+    sqlite: &[(
+        1,
+        "create orders",
+        include_str!("../../migrations/sqlite/0001_create_orders.sql"),
+    )],
+    postgres: &[(
+        1,
+        "create orders",
+        include_str!("../../migrations/postgres/0001_create_orders.sql"),
+    )],
+};
+
+/// The columns of an order row; a macro, not a `const`, because `concat!` takes literals.
+macro_rules! columns {
+    () => {
+        "id, user_id, items, total_cents, status, create_time, update_time"
+    };
+}
+
+const INSERT: &str = concat!(
+    "INSERT INTO orders (",
+    columns!(),
+    ", request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (request_id) DO NOTHING"
+);
+const SELECT_BY_ID: &str = concat!("SELECT ", columns!(), " FROM orders WHERE id = $1");
+const SELECT_BY_REQUEST_ID: &str = concat!("SELECT ", columns!(), " FROM orders WHERE request_id = $1");
+const SELECT_PAGE: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM orders WHERE ($1 IS NULL OR user_id = $1) AND id > $2 ORDER BY id LIMIT $3"
+);
+/// One statement moves PENDING to CANCELLED, so two concurrent cancels cannot both
+/// succeed; when it changes nothing, a read says why.
+const CANCEL: &str = concat!(
+    "UPDATE orders SET status = 'CANCELLED', update_time = $1 WHERE id = $2 AND status = 'PENDING' ",
+    "RETURNING ",
+    columns!()
+);
 
 /// What an insert did.
 #[derive(Debug)]
@@ -27,26 +72,179 @@ pub enum Inserted {
     Existing(Order),
 }
 
-/// The storage the handlers need, in domain terms; also a [`Readiness`] check (does the
-/// database answer).
-#[async_trait]
-pub trait OrderStore: Readiness {
+/// The storage the handlers need, in domain terms.
+pub struct OrderStore {
+    db: Db,
+    /// This process, in the notices other replicas get (it has told its own watchers).
+    origin: String,
+    /// Stops the PostgreSQL relay when the store goes (it stops at shutdown anyway).
+    _relay: Option<DropGuard>,
+}
+
+impl OrderStore {
+    /// Opens the database `url` names, migrated and ready. With PostgreSQL, other replicas'
+    /// order changes are relayed into `events` until `shutdown` (or until the store is
+    /// dropped); with SQLite there are no other replicas.
+    pub async fn open(
+        url: &DatabaseUrl,
+        pool: &DatabasePoolConfig,
+        events: OrderEvents,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, OpenError> {
+        let db = Db::open(url, pool, &MIGRATIONS).await?;
+        let origin = Uuid::now_v7().to_string();
+        let relay = match &db {
+            Db::Postgres(pool) => Some(relay::start(
+                pool.clone(),
+                origin.clone(),
+                events,
+                shutdown.child_token(),
+            )),
+            Db::Sqlite(_) => None,
+        };
+        Ok(Self {
+            db,
+            origin,
+            _relay: relay,
+        })
+    }
+
     /// Stores `order` unless one with the same `request_id` exists (the database enforces
     /// this, so concurrent calls with one key create one order).
-    async fn insert(&self, order: &Order, request_id: Option<&str>) -> Result<Inserted, StoreError>;
-    /// The order first created with this idempotency key, if any.
-    async fn find_by_request_id(&self, request_id: &str) -> Result<Option<Order>, StoreError>;
-    /// The order with this id.
-    async fn get(&self, id: &str) -> Result<Order, StoreError>;
-    /// Up to `limit` orders ordered by id, after `after`, of `user_id` when given.
-    async fn list(
+    #[tracing::instrument(name = "INSERT orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "INSERT", db.collection.name = "orders"))]
+    pub async fn insert(
         &self,
-        user_id: Option<&str>,
+        order: &Order,
+        request_id: Option<&RequestId>,
+    ) -> Result<Inserted, StoreError> {
+        let created = with_pool!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(INSERT)
+                .bind(order.id.as_str())
+                .bind(order.user_id.as_str())
+                .bind(Json(&order.items))
+                .bind(order.total_cents.get())
+                .bind(order.status.as_str())
+                .bind(order.create_time)
+                .bind(order.update_time)
+                .bind(request_id.map(RequestId::as_str))
+                .execute(&mut *tx)
+                .await?;
+            let created = inserted.rows_affected() == 1;
+            if created {
+                tx.announce(&self.origin, order).await?;
+            }
+            tx.commit().await?;
+            created
+        });
+        if created {
+            return Ok(Inserted::Created);
+        }
+        let request_id = request_id.expect("only a request_id conflict skips the insert");
+        match self.find_by_request_id(request_id).await? {
+            Some(existing) => Ok(Inserted::Existing(existing)),
+            None => Err(StoreError::NotFound),
+        }
+    }
+
+    /// The order first created with this idempotency key, if any.
+    #[tracing::instrument(name = "SELECT orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "SELECT", db.collection.name = "orders"))]
+    pub async fn find_by_request_id(&self, request_id: &RequestId) -> Result<Option<Order>, StoreError> {
+        select_one(&self.db, SELECT_BY_REQUEST_ID, request_id.as_str()).await
+    }
+
+    /// The order with this id.
+    #[tracing::instrument(name = "SELECT orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "SELECT", db.collection.name = "orders"))]
+    pub async fn get(&self, id: &OrderId) -> Result<Order, StoreError> {
+        select_one(&self.db, SELECT_BY_ID, id.as_str())
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Up to `limit` orders ordered by id, after the id `after`, of `user_id` when given.
+    #[tracing::instrument(name = "SELECT orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "SELECT", db.collection.name = "orders"))]
+    pub async fn list(
+        &self,
+        user_id: Option<&UserId>,
         after: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<Order>, StoreError>;
+    ) -> Result<Vec<Order>, StoreError> {
+        with_pool!(&self.db, |pool| {
+            let rows = sqlx::query(SELECT_PAGE)
+                .bind(user_id.map(UserId::as_str))
+                .bind(after.unwrap_or(""))
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(order_from).collect()
+        })
+    }
+
     /// Cancels a pending order at time `now` and returns it.
-    async fn cancel(&self, id: &str, now: i64) -> Result<Order, StoreError>;
+    #[tracing::instrument(name = "UPDATE orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "UPDATE", db.collection.name = "orders"))]
+    pub async fn cancel(&self, id: &OrderId, now: i64) -> Result<Order, StoreError> {
+        let cancelled = with_pool!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query(CANCEL)
+                .bind(now)
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            match row {
+                Some(row) => {
+                    let order = order_from(&row)?;
+                    tx.announce(&self.origin, &order).await?;
+                    tx.commit().await?;
+                    Some(order)
+                }
+                None => {
+                    tx.rollback().await?;
+                    None
+                }
+            }
+        });
+        match cancelled {
+            Some(order) => Ok(order),
+            None => match self.get(id).await? {
+                order if order.status == OrderStatus::Cancelled => Err(StoreError::AlreadyCancelled),
+                _ => Err(StoreError::NotFound),
+            },
+        }
+    }
+}
+
+/// Readiness follows the database: does it answer?
+#[async_trait]
+impl Readiness for OrderStore {
+    async fn is_ready(&self) -> bool {
+        self.db.answers().await
+    }
+}
+
+/// The order `sql` finds by its one parameter, if any.
+async fn select_one(db: &Db, sql: &'static str, value: &str) -> Result<Option<Order>, StoreError> {
+    with_pool!(db, |pool| {
+        let row = sqlx::query(sql).bind(value).fetch_optional(pool).await?;
+        row.as_ref().map(order_from).transpose()
+    })
+}
+
+/// An order from a row of either backend.
+fn order_from(row: &impl Columns) -> Result<Order, StoreError> {
+    let id = row.text("id")?;
+    let status = row.text("status")?;
+    let Some(status) = OrderStatus::from_stored(&status) else {
+        return Err(StoreError::Corrupt(id, format!("status {status:?}")));
+    };
+    Ok(Order::from(StoredOrder {
+        user_id: row.text("user_id")?,
+        items: row.json("items")?,
+        total_cents: row.integer("total_cents")?,
+        status,
+        create_time: row.integer("create_time")?,
+        update_time: row.integer("update_time")?,
+        id,
+    }))
 }
 
 /// Why a store call failed.
@@ -64,15 +262,17 @@ pub enum StoreError {
     Corrupt(String, String),
 }
 
-impl StoreError {
-    fn from_sqlx(error: sqlx::Error) -> Self {
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
         match &error {
             sqlx::Error::RowNotFound => Self::NotFound,
-            _ if meshwork::database::is_transient(&error) => Self::Unavailable(error),
+            _ if meshwork_database::is_transient(&error) => Self::Unavailable(error),
             _ => Self::Database(error),
         }
     }
+}
 
+impl StoreError {
     /// The caller's view of this failure, for an order named `id`.
     pub fn into_api(self, id: &str) -> ApiError {
         match self {
@@ -97,40 +297,88 @@ impl StoreError {
     }
 }
 
-/// An order from a row of either backend (whose SELECT gives `items` as JSON text).
-fn order_from<R>(row: R) -> Result<Order, StoreError>
-where
-    R: sqlx::Row,
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-{
-    let column =
-        |name: &str| -> Result<String, StoreError> { row.try_get(name).map_err(StoreError::from_sqlx) };
-    let number = |name: &str| -> Result<i64, StoreError> { row.try_get(name).map_err(StoreError::from_sqlx) };
-    let id = column("id")?;
-    let (items, status) = (column("items")?, column("status")?);
-    let corrupt = |why: String| StoreError::Corrupt(id.clone(), why);
-    Ok(Order {
-        items: serde_json::from_str(&items).map_err(|e| corrupt(e.to_string()))?,
-        status: OrderStatus::from_stored(&status).ok_or_else(|| corrupt(format!("status {status:?}")))?,
-        user_id: column("user_id")?,
-        total_cents: number("total_cents")?,
-        create_time: number("create_time")?,
-        update_time: number("update_time")?,
-        id,
-    })
-}
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
 
-/// Opens the store `url` names, migrated and ready. With PostgreSQL, other replicas'
-/// order changes are relayed into `events`; with SQLite there are no other replicas.
-pub async fn open(
-    url: &DatabaseUrl,
-    pool: &DatabasePoolConfig,
-    events: OrderEvents,
-) -> Result<Arc<dyn OrderStore>, OpenError> {
-    Ok(match url {
-        DatabaseUrl::Sqlite(path) => Arc::new(sqlite::SqliteOrderStore::open(path).await?),
-        DatabaseUrl::Postgres(url) => Arc::new(postgres::PostgresOrderStore::open(url, pool, events).await?),
-    })
+    use meshwork::proto::order::v1::{self as pb, CreateOrderRequest};
+
+    use super::*;
+    use crate::domain::NewOrder;
+
+    async fn store() -> (OrderStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::Sqlite(dir.path().join("order.db"));
+        let pool = DatabasePoolConfig {
+            database_max_connections: 2,
+            database_acquire_timeout: Duration::from_secs(2),
+            database_statement_timeout: Duration::from_secs(5),
+        };
+        let shutdown = CancellationToken::new();
+        let store = OrderStore::open(&url, &pool, OrderEvents::new(), &shutdown).await;
+        (store.unwrap(), dir)
+    }
+
+    fn order(user: &str, request_id: &str) -> (Order, Option<RequestId>) {
+        let new = NewOrder::try_from(CreateOrderRequest {
+            user_id: user.into(),
+            items: vec![pb::OrderItem {
+                sku: "book".into(),
+                quantity: 2,
+                unit_price_cents: 1250,
+            }],
+            request_id: request_id.into(),
+        });
+        new.unwrap().place(1)
+    }
+
+    #[tokio::test]
+    async fn orders_are_stored_once_per_request_id_listed_and_cancelled() {
+        let (store, _dir) = store().await;
+        let (first, key) = order("ada", "r-1");
+        assert!(matches!(
+            store.insert(&first, key.as_ref()).await,
+            Ok(Inserted::Created)
+        ));
+        let (again, _) = order("ada", "r-1");
+        match store.insert(&again, key.as_ref()).await {
+            Ok(Inserted::Existing(existing)) => assert_eq!(existing, first),
+            other => panic!("expected the first order, got {other:?}"),
+        }
+        assert_eq!(
+            store.get(&first.id).await.unwrap(),
+            first,
+            "items round-trip as JSON"
+        );
+        let (bobs, _) = order("bob", "");
+        store.insert(&bobs, None).await.unwrap();
+
+        let ada = UserId::parse("ada".into()).unwrap();
+        assert_eq!(
+            store.list(Some(&ada), None, 10).await.unwrap(),
+            std::slice::from_ref(&first)
+        );
+        assert_eq!(store.list(None, None, 10).await.unwrap().len(), 2);
+        assert_eq!(
+            store.list(None, Some(first.id.as_str()), 10).await.unwrap(),
+            [bobs]
+        );
+
+        let cancelled = store.cancel(&first.id, 2).await.unwrap();
+        assert_eq!(
+            (cancelled.status, cancelled.update_time),
+            (OrderStatus::Cancelled, 2)
+        );
+        assert!(matches!(
+            store.cancel(&first.id, 3).await,
+            Err(StoreError::AlreadyCancelled)
+        ));
+        let unknown = OrderId::parse("nope".into()).unwrap();
+        assert!(matches!(
+            store.cancel(&unknown, 3).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(store.get(&unknown).await, Err(StoreError::NotFound)));
+        assert!(store.is_ready().await);
+    }
 }

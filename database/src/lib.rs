@@ -1,0 +1,26 @@
+//! The database side of the Meshwork services that keep data (user, order): which database
+//! (`DATABASE_URL`), opening it with its embedded migrations, and one handle, [`Db`], over
+//! both backends, so that each service writes its store once.
+//!
+//! - `settings`: [`DatabaseUrl`] (`sqlite://PATH` or `postgres://...`, shown in logs without its
+//!   password) and [`DatabasePoolConfig`], the pool settings; both are clap settings that a
+//!   service flattens into its own.
+//! - `open`: [`Db::open`], pools tuned per backend, and [`Migrations`] compiled into the binary.
+//! - `db`: [`Db`], the [`with_pool!`] dispatch that runs one piece of code on either pool,
+//!   [`Columns`] to read a row of either backend, and how driver errors are sorted
+//!   ([`is_transient`]).
+//!
+//! One SQL text serves both backends: sqlx's SQLite driver binds `$1`-style numbered
+//! placeholders by their number, as PostgreSQL does (see the tests of `db`). What still
+//! differs between the backends is written by each service in one place.
+//!
+//! This crate knows nothing of gRPC or of the server runtime: readiness (`meshwork::server::
+//! Readiness`) is implemented by each store with [`Db::answers`].
+
+mod db;
+mod open;
+mod settings;
+
+pub use db::{Columns, Db, is_transient};
+pub use open::{EmbeddedMigration, Migrations, OpenError};
+pub use settings::{DatabasePoolConfig, DatabaseUrl};

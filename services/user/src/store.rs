@@ -1,0 +1,257 @@
+//! Where users are kept: [`UserStore`], one store over SQLite and PostgreSQL.
+//!
+//! Every statement is the same text on both backends (`$n` placeholders, `RETURNING`,
+//! `COALESCE`): the backends differ only in their migrations (column types, PostgreSQL's
+//! `"C"` collation of ids), which live under `migrations/<backend>/`.
+
+use async_trait::async_trait;
+use meshwork::{error::ApiError, server::Readiness};
+use meshwork_database::{Columns, DatabasePoolConfig, DatabaseUrl, Db, Migrations, OpenError, with_pool};
+
+use crate::domain::{User, UserChanges, UserId};
+
+const MIGRATIONS: Migrations = Migrations {
+    table: "user_service_migrations",
+    sqlite: &[(
+        1,
+        "create users",
+        include_str!("../migrations/sqlite/0001_create_users.sql"),
+    )],
+    postgres: &[(
+        1,
+        "create users",
+        include_str!("../migrations/postgres/0001_create_users.sql"),
+    )],
+};
+
+/// The columns of a user row; a macro, not a `const`, because `concat!` takes literals.
+macro_rules! columns {
+    () => {
+        "id, name, email, create_time, update_time"
+    };
+}
+
+const INSERT: &str = concat!("INSERT INTO users (", columns!(), ") VALUES ($1, $2, $3, $4, $5)");
+const SELECT_ONE: &str = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
+const SELECT_PAGE: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM users WHERE id > $1 ORDER BY id LIMIT $2"
+);
+const UPDATE: &str = concat!(
+    "UPDATE users SET name = COALESCE($1, name), email = COALESCE($2, email), update_time = $3 ",
+    "WHERE id = $4 RETURNING ",
+    columns!()
+);
+const DELETE: &str = "DELETE FROM users WHERE id = $1";
+
+/// The storage the handlers need, in domain terms. Email uniqueness is enforced by the
+/// database itself (a unique index), so concurrent calls cannot both take one email.
+pub struct UserStore {
+    db: Db,
+}
+
+impl UserStore {
+    /// Opens the database `url` names, migrated and ready.
+    pub async fn open(url: &DatabaseUrl, pool: &DatabasePoolConfig) -> Result<Self, OpenError> {
+        Ok(Self {
+            db: Db::open(url, pool, &MIGRATIONS).await?,
+        })
+    }
+
+    /// Stores a new user; [`StoreError::EmailTaken`] if its email is in use.
+    #[tracing::instrument(name = "INSERT users", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "INSERT", db.collection.name = "users"))]
+    pub async fn create(&self, user: &User) -> Result<(), StoreError> {
+        with_pool!(&self.db, |pool| {
+            sqlx::query(INSERT)
+                .bind(user.id.as_str())
+                .bind(user.name.as_str())
+                .bind(user.email.as_str())
+                .bind(user.create_time)
+                .bind(user.update_time)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The user with this id.
+    #[tracing::instrument(name = "SELECT users", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "SELECT", db.collection.name = "users"))]
+    pub async fn get(&self, id: &UserId) -> Result<User, StoreError> {
+        with_pool!(&self.db, |pool| {
+            let row = sqlx::query(SELECT_ONE).bind(id.as_str()).fetch_one(pool).await?;
+            user_from(&row)
+        })
+    }
+
+    /// Up to `limit` users ordered by id, after the id `after` when given.
+    #[tracing::instrument(name = "SELECT users", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "SELECT", db.collection.name = "users"))]
+    pub async fn list(&self, after: Option<&str>, limit: i64) -> Result<Vec<User>, StoreError> {
+        with_pool!(&self.db, |pool| {
+            let query = sqlx::query(SELECT_PAGE).bind(after.unwrap_or("")).bind(limit);
+            query.fetch_all(pool).await?.iter().map(user_from).collect()
+        })
+    }
+
+    /// Applies `changes` at time `now` and returns the changed user.
+    #[tracing::instrument(name = "UPDATE users", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "UPDATE", db.collection.name = "users"))]
+    pub async fn update(&self, changes: &UserChanges, now: i64) -> Result<User, StoreError> {
+        with_pool!(&self.db, |pool| {
+            let row = sqlx::query(UPDATE)
+                .bind(changes.name.as_ref().map(|name| name.as_str()))
+                .bind(changes.email.as_ref().map(|email| email.as_str()))
+                .bind(now)
+                .bind(changes.id.as_str())
+                .fetch_one(pool)
+                .await?;
+            user_from(&row)
+        })
+    }
+
+    /// Removes the user with this id.
+    #[tracing::instrument(name = "DELETE users", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "DELETE", db.collection.name = "users"))]
+    pub async fn delete(&self, id: &UserId) -> Result<(), StoreError> {
+        let deleted = with_pool!(&self.db, |pool| {
+            sqlx::query(DELETE)
+                .bind(id.as_str())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        match deleted {
+            0 => Err(StoreError::NotFound),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Readiness follows the database: does it answer?
+#[async_trait]
+impl Readiness for UserStore {
+    async fn is_ready(&self) -> bool {
+        self.db.answers().await
+    }
+}
+
+/// A user from a row of either backend: the columns and their types are the same.
+fn user_from(row: &impl Columns) -> Result<User, StoreError> {
+    Ok(User::from_stored(
+        row.text("id")?,
+        row.text("name")?,
+        row.text("email")?,
+        row.integer("create_time")?,
+        row.integer("update_time")?,
+    ))
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("user not found")]
+    NotFound,
+    #[error("email already taken")]
+    EmailTaken,
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// Sorts a driver error: a unique-index violation is a taken email (the only unique
+    /// column besides the server-chosen id), a lost connection is transient.
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::RowNotFound => Self::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::EmailTaken,
+            _ if meshwork_database::is_transient(&error) => Self::Unavailable(error),
+            _ => Self::Database(error),
+        }
+    }
+}
+
+impl StoreError {
+    /// The caller's view of this failure, for a user named `id`.
+    pub fn into_api(self, id: &str) -> ApiError {
+        match self {
+            Self::NotFound => ApiError::NotFound {
+                resource: "user",
+                id: id.to_owned(),
+            },
+            Self::EmailTaken => ApiError::AlreadyExists {
+                reason: "EMAIL_ALREADY_EXISTS",
+                message: "a user with this email already exists".into(),
+            },
+            Self::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "database unavailable");
+                ApiError::Unavailable {
+                    reason: "DATABASE_UNAVAILABLE",
+                    message: "the user database is unavailable; retry later".into(),
+                }
+            }
+            Self::Database(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::{Email, UserName};
+
+    async fn store() -> (UserStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::Sqlite(dir.path().join("user.db"));
+        let pool = DatabasePoolConfig {
+            database_max_connections: 2,
+            database_acquire_timeout: Duration::from_secs(2),
+            database_statement_timeout: Duration::from_secs(5),
+        };
+        (UserStore::open(&url, &pool).await.unwrap(), dir)
+    }
+
+    fn user(email: &str) -> User {
+        User {
+            id: UserId::generate(),
+            name: UserName::parse("Ada".into()).unwrap(),
+            email: Email::parse(email.into()).unwrap(),
+            create_time: 1,
+            update_time: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn users_are_stored_changed_paged_and_deleted() {
+        let (store, _dir) = store().await;
+        let (ada, bob) = (user("ada@example.com"), user("bob@example.com"));
+        store.create(&ada).await.unwrap();
+        store.create(&bob).await.unwrap();
+        assert!(matches!(
+            store.create(&user("ada@example.com")).await,
+            Err(StoreError::EmailTaken)
+        ));
+        assert_eq!(store.get(&ada.id).await.unwrap(), ada);
+
+        assert_eq!(store.list(None, 1).await.unwrap(), std::slice::from_ref(&ada));
+        assert_eq!(store.list(Some(ada.id.as_str()), 10).await.unwrap(), [bob]);
+
+        let changes = UserChanges {
+            id: ada.id.clone(),
+            name: None,
+            email: Some(Email::parse("ada@lovelace.org".into()).unwrap()),
+        };
+        let changed = store.update(&changes, 2).await.unwrap();
+        assert_eq!(
+            (changed.name.as_str(), changed.email.as_str()),
+            ("Ada", "ada@lovelace.org")
+        );
+        assert_eq!(changed.update_time, 2);
+
+        store.delete(&ada.id).await.unwrap();
+        assert!(matches!(store.get(&ada.id).await, Err(StoreError::NotFound)));
+        assert!(matches!(store.delete(&ada.id).await, Err(StoreError::NotFound)));
+        assert!(store.is_ready().await);
+    }
+}
