@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1.7
-# One image holding all three services; each Deployment picks its binary with `command`.
-# Why one image: one build, one thing to scan, sign and promote per release, and the three
+# One image holding every service; each Deployment picks its binary with `command`.
+# Why one image: one build, one thing to scan, sign and promote per release, and the
 # binaries share almost all of their code, so the image is barely larger than one of them.
+# The services are the packages under services/ (scripts/services.sh): a new service needs
+# no edit here.
 
 ARG RUST_VERSION=1.95.0
 
@@ -12,17 +14,21 @@ WORKDIR /src
 COPY . .
 # Cache mounts keep the crate registry and compiled dependencies between builds, so a
 # change to our code rebuilds our crates only.
+# The binaries are copied by name (not `target/release/*-service`): the cached target folder
+# may still hold one of a service that no longer exists.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked -p hello-service -p user-service -p order-service \
+    services=$(bash scripts/services.sh) \
+    && for service in $services; do set -- "$@" -p "$service"; done \
+    && cargo build --release --locked "$@" \
     && mkdir -p /out/bin /out/data \
-    && cp target/release/hello-service target/release/user-service target/release/order-service /out/bin/
+    && for service in $services; do cp "target/release/$service" /out/bin/; done
 
 # distroless/cc: glibc and libgcc, no shell, no package manager; "nonroot" is UID 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="meshwork" \
-      org.opencontainers.image.description="Meshwork gRPC services: hello-service, user-service, order-service" \
+      org.opencontainers.image.description="Meshwork gRPC services, one binary each in /usr/local/bin" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/meshwork/meshwork"
@@ -31,5 +37,7 @@ COPY --from=builder /out/bin/ /usr/local/bin/
 COPY --from=builder --chown=65532:65532 /out/data /var/lib/meshwork
 WORKDIR /var/lib/meshwork
 USER 65532:65532
-EXPOSE 50051 50052 50053 9101 9102 9103
+# Documentation only (each Deployment declares its ports): service N of the mesh listens
+# on 5005N for gRPC and 910N for /metrics.
+EXPOSE 50051-50059 9101-9109
 ENTRYPOINT ["/usr/local/bin/hello-service"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Starts hello-service, user-service and order-service from target/debug on their default
-# ports with embedded SQLite under data/, waits until each reports SERVING, prints grpcurl
-# examples, and stops all three on Ctrl-C. Logs go to .run/<service>.log.
+# Starts every service (scripts/services.sh: the packages under services/) from target/debug
+# on its default ports with embedded SQLite under data/, waits until each reports SERVING,
+# prints grpcurl examples, and stops them all on Ctrl-C. Logs go to .run/<service>.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,22 +17,26 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-for service in hello user order; do
-  target/debug/$service-service >".run/$service.log" 2>&1 &
+mapfile -t services < <(bash scripts/services.sh)
+for service in "${services[@]}"; do
+  target/debug/"$service" >".run/$service.log" 2>&1 &
   pids+=($!)
 done
 
-# Poll each health service (bounded): a port that is taken or a bad setting shows here.
-for entry in hello:50051:hello.v1.HelloService user:50052:user.v1.UserService order:50053:order.v1.OrderService; do
-  IFS=: read -r service port name <<<"$entry"
+# Each service logs where it listens (its default port); then poll its health (bounded):
+# the overall status "" follows the database, as the full service name does. A port that is
+# taken or a bad setting shows here.
+for service in "${services[@]}"; do
+  port=
   for _ in $(seq 100); do
-    if $GRPCURL -plaintext -d "{\"service\":\"$name\"}" "localhost:$port" grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING; then
-      echo "$service-service is SERVING on localhost:$port (log: .run/$service.log)"
+    port=$(sed -n 's/.* listening grpc_addr=[^ ]*:\([0-9]*\).*/\1/p' ".run/$service.log" | head -n1)
+    if [ -n "$port" ] && $GRPCURL -plaintext -d '{"service":""}' "localhost:$port" grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING; then
+      echo "$service is SERVING on localhost:$port (log: .run/$service.log)"
       continue 2
     fi
     sleep 0.1
   done
-  echo "$service-service did not become healthy; its log:" >&2
+  echo "$service did not become healthy; its log:" >&2
   cat ".run/$service.log" >&2
   exit 1
 done
@@ -49,7 +53,7 @@ Try it (from this directory, in another terminal):
   .venv/bin/grpcurl -plaintext -d '{"page_size":10}' localhost:50053 order.v1.OrderService/ListOrders
   .venv/bin/grpcurl -plaintext -d '{"service":"user.v1.UserService"}' localhost:50052 grpc.health.v1.Health/Check
 
-Ctrl-C stops all three.
+Ctrl-C stops them all.
 TXT
 wait -n "${pids[@]}"
 echo "a service exited; see .run/*.log" >&2

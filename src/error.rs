@@ -49,7 +49,7 @@ impl ApiError {
         let mut details = ErrorDetails::new();
         let (code, reason) = match self {
             Self::InvalidArgument(violations) => {
-                for (field, description) in violations.0 {
+                for (field, description) in violations.found {
                     details.add_bad_request_violation(field, description);
                 }
                 (Code::InvalidArgument, "INVALID_ARGUMENT")
@@ -100,8 +100,40 @@ pub fn respond<T>(domain: &str, result: Result<T, ApiError>) -> Result<tonic::Re
 /// assert_eq!(parse("Ada", "36").unwrap(), ("Ada".to_string(), 36));
 /// assert!(parse("", "old").is_err());
 /// ```
+///
+/// What is sent stays small whatever the request: at most [`MAX_VIOLATIONS`] are kept (the
+/// rest are counted, "and N more"), and each field path and description is clipped, so an
+/// error's trailers stay under 8 KiB, which every gRPC client can read (grpc-java's limit).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct FieldViolations(Vec<(String, String)>);
+pub struct FieldViolations {
+    found: Vec<(String, String)>,
+    /// Violations past [`MAX_VIOLATIONS`], counted, not kept.
+    more: usize,
+}
+
+/// The most field violations one error lists.
+pub const MAX_VIOLATIONS: usize = 20;
+/// Longest field path kept, in bytes.
+const MAX_FIELD_BYTES: usize = 48;
+/// Longest description kept, in bytes (a description may quote what the caller sent).
+const MAX_DESCRIPTION_BYTES: usize = 96;
+/// Longest list of violations in the status message (`grpc-message`, percent-encoded, so
+/// up to three times this on the wire); the `BadRequest` detail has them all.
+const MAX_MESSAGE_BYTES: usize = 512;
+
+/// `text` cut to at most `max` bytes, at a character boundary, marked with `…` when cut.
+fn clip(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
 
 /// One checked field: its parsed value, or the proof that its violation was recorded.
 pub type Checked<T> = Result<T, Recorded>;
@@ -160,9 +192,21 @@ impl FieldViolations {
         Self::default()
     }
 
-    /// Records that `field` is wrong, and why.
+    /// Records that `field` is wrong, and why (counted only, past [`MAX_VIOLATIONS`]).
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push((field.into(), description.into()));
+        if self.found.len() == MAX_VIOLATIONS {
+            self.more += 1;
+            return;
+        }
+        let field = clip(field.into(), MAX_FIELD_BYTES);
+        let description = clip(description.into(), MAX_DESCRIPTION_BYTES);
+        self.found.push((field, description));
+    }
+
+    /// Whether [`MAX_VIOLATIONS`] have been recorded: a validator looping over many
+    /// elements may stop looking.
+    pub fn is_full(&self) -> bool {
+        self.found.len() == MAX_VIOLATIONS
     }
 
     /// Keeps the value of `result`, or records its error against `field`.
@@ -191,18 +235,18 @@ impl FieldViolations {
     /// [`ApiError::InvalidArgument`]. Call it once every field has been looked at.
     pub fn finish<P: AllChecked>(self, parts: P) -> Result<P::Value, ApiError> {
         match parts.all() {
-            Ok(values) if self.0.is_empty() => Ok(values),
+            Ok(values) if self.found.is_empty() => Ok(values),
             _ => Err(ApiError::InvalidArgument(self)),
         }
     }
 
     /// The paths of the bad fields, in the order found.
     pub fn fields(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(field, _)| field.as_str())
+        self.found.iter().map(|(field, _)| field.as_str())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.found.is_empty()
     }
 }
 
@@ -217,11 +261,21 @@ impl ApiError {
 
 impl std::fmt::Display for FieldViolations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, (field, description)) in self.0.iter().enumerate() {
+        let mut written = 0;
+        for (i, (field, description)) in self.found.iter().enumerate() {
+            let entry = field.len() + description.len() + 4;
+            if i > 0 && written + entry > MAX_MESSAGE_BYTES {
+                let unlisted = self.found.len() - i + self.more;
+                return write!(f, "; and {unlisted} more");
+            }
             if i > 0 {
                 f.write_str("; ")?;
             }
             write!(f, "{field}: {description}")?;
+            written += entry;
+        }
+        if self.more > 0 {
+            write!(f, "; and {} more", self.more)?;
         }
         Ok(())
     }
@@ -317,5 +371,22 @@ mod tests {
             ApiError::internal("UNIQUE constraint failed: users.email").into_status("user.v1.UserService");
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn an_error_with_thousands_of_violations_keeps_its_trailers_under_8_kib() {
+        let mut violations = FieldViolations::new();
+        for i in 0..100_000 {
+            violations.add(format!("items[{i}].sku.{}", "x".repeat(500)), "é".repeat(1000));
+        }
+        assert_eq!(violations.fields().count(), MAX_VIOLATIONS);
+        let status = ApiError::InvalidArgument(violations).into_status("order.v1.OrderService");
+        let mut headers = http::HeaderMap::new();
+        status.add_header(&mut headers).unwrap();
+        let size: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+        assert!(size < 8 * 1024, "trailers of {size} bytes");
+        assert!(status.message().ends_with(" more"), "{}", status.message());
+        let listed = status.get_error_details().bad_request().unwrap().field_violations.len();
+        assert_eq!(listed, MAX_VIOLATIONS);
     }
 }

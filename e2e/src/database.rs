@@ -2,8 +2,9 @@
 //! so test runs never see each other's rows.
 //!
 //! - `MESHWORK_TEST_POSTGRES_URL`: a server the tests may create databases on, e.g.
-//!   `postgres://postgres@127.0.0.1:5432/postgres` (`.ci/run` sets it). Without it, the
-//!   PostgreSQL-only tests are skipped with a printed reason.
+//!   `postgres://postgres@127.0.0.1:5432/postgres` (`.ci/run` sets it). The PostgreSQL-only
+//!   tests (`tests/postgres.rs`) are `#[ignore]`d, so a run without a server reports them as
+//!   ignored rather than passed; `make test` runs them (`--include-ignored`) when it is set.
 //! - `MESHWORK_TEST_BACKEND=postgres`: run every test's user-service and order-service on
 //!   PostgreSQL instead of SQLite.
 
@@ -30,14 +31,14 @@ pub fn fresh_for_backend() -> Option<TestDatabase> {
     Some(TestDatabase::create(&admin))
 }
 
-/// The PostgreSQL server for a PostgreSQL-only test, or `None` after printing why the test
-/// is skipped.
-pub fn postgres_or_skip(test: &str) -> Option<String> {
-    let url = postgres_url();
-    if url.is_none() {
-        eprintln!("skipping {test}: set MESHWORK_TEST_POSTGRES_URL to a PostgreSQL server to run it");
-    }
-    url
+/// The PostgreSQL server for a PostgreSQL-only test. Those tests are `#[ignore]`d, so this
+/// runs only when they were asked for (`--ignored`): then a missing server is a failure,
+/// never a silent pass.
+pub fn required_postgres_url() -> String {
+    postgres_url().expect(
+        "this test needs PostgreSQL: set MESHWORK_TEST_POSTGRES_URL, e.g. \
+         postgres://postgres@127.0.0.1:5432/postgres",
+    )
 }
 
 /// A database of its own on the test server; dropped (with its connections) when dropped.

@@ -2,12 +2,14 @@
 //! with a fresh data directory each, find out where they listen, call them with typed
 //! clients, and stop them with a real signal.
 //!
-//! The binaries must be built first (`cargo build --workspace`, which `make test` does);
-//! they are found beside the test executable, in cargo's target directory.
+//! The binaries must be built first (`cargo build --workspace --bins`, which `make test`
+//! does); they are found beside the test executable, in cargo's target directory, and a
+//! binary older than its source is refused (see [`binaries`]).
 //!
 //! User and Order run on SQLite, or, with `MESHWORK_TEST_BACKEND=postgres`, each on a
 //! fresh PostgreSQL database of its own (see [`database`]): the same tests, either backend.
 
+pub mod binaries;
 pub mod database;
 pub mod fixtures;
 pub mod otlp;
@@ -17,7 +19,6 @@ pub mod slow_user;
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
-    path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -32,22 +33,7 @@ use tonic::transport::Channel;
 /// CI machines are slow, and this bounds a wait, it does not measure anything.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
-/// Path of a workspace binary, e.g. `user-service`.
-pub fn binary(name: &str) -> PathBuf {
-    let test_exe = std::env::current_exe().expect("the test executable has a path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let profile_dir = test_exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executables live in target/<profile>/deps");
-    let path = profile_dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (`cargo build --workspace` or `make test`)",
-        path.display()
-    );
-    path
-}
+pub use binaries::binary;
 
 /// A service binary running as a child process.
 pub struct Service {
@@ -105,7 +91,7 @@ impl Spawn {
         let dir = self
             .dir
             .unwrap_or_else(|| Arc::new(tempfile::tempdir().expect("a temp dir can be made")));
-        let stores_data = matches!(self.name, "user-service" | "order-service");
+        let stores_data = binaries::service(self.name).is_some_and(|service| service.stores_data());
         let url_given = self.env.iter().any(|(key, _)| key == "DATABASE_URL");
         if stores_data && !url_given && self.database.is_none() {
             self.database = database::fresh_for_backend().map(Arc::new);

@@ -1,5 +1,12 @@
-//! Scale-out on PostgreSQL: replicas that share one database. Skipped, with a printed
-//! reason, when MESHWORK_TEST_POSTGRES_URL names no server.
+//! Scale-out on PostgreSQL: replicas that share one database, and a database that goes away.
+//! Every test here needs a PostgreSQL server, so each is `#[ignore]`d: a plain `cargo test`
+//! reports them as ignored (not passed), and `make test` runs them when
+//! MESHWORK_TEST_POSTGRES_URL is set:
+//!
+//! ```sh
+//! MESHWORK_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres \
+//!     cargo test -p meshwork-e2e --test postgres -- --ignored
+//! ```
 
 use std::{collections::HashSet, path::PathBuf, process::Command, sync::Arc};
 
@@ -9,7 +16,7 @@ use meshwork::proto::{
 };
 use meshwork_e2e::{
     Service, Spawn,
-    database::{TestDatabase, postgres_or_skip},
+    database::{TestDatabase, required_postgres_url},
     eventually,
     fixtures::{an_order, an_order_with_key, new_user},
 };
@@ -37,10 +44,9 @@ fn two_order_replicas(admin_url: &str) -> (Service, Service, Service) {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set MESHWORK_TEST_POSTGRES_URL"]
 async fn concurrent_creates_with_one_request_id_on_two_replicas_make_one_order() {
-    let Some(admin) = postgres_or_skip("concurrent_creates_with_one_request_id_on_two_replicas") else {
-        return;
-    };
+    let admin = required_postgres_url();
     let (user, a, b) = two_order_replicas(&admin);
     let user_id = new_user(&user, "buyer@example.com").await;
     let clients = [a.orders().await, b.orders().await];
@@ -74,10 +80,9 @@ async fn concurrent_creates_with_one_request_id_on_two_replicas_make_one_order()
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set MESHWORK_TEST_POSTGRES_URL"]
 async fn a_watcher_on_one_replica_sees_orders_made_through_another() {
-    let Some(admin) = postgres_or_skip("a_watcher_on_one_replica_sees_orders_made_through_another") else {
-        return;
-    };
+    let admin = required_postgres_url();
     let (user, a, b) = two_order_replicas(&admin);
     let user_id = new_user(&user, "buyer@example.com").await;
     let mut watch = a
@@ -215,14 +220,12 @@ fn make_world_writable(path: &std::path::Path) {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set MESHWORK_TEST_POSTGRES_URL"]
 async fn losing_the_database_is_unavailable_and_not_serving_until_it_returns() {
-    if postgres_or_skip("losing_the_database_is_unavailable_and_not_serving_until_it_returns").is_none() {
-        return;
-    }
-    let Some(postgres) = OwnPostgres::start() else {
-        eprintln!("skipping: no PostgreSQL server binaries (initdb, pg_ctl) under /usr/lib/postgresql");
-        return;
-    };
+    // This one stops and starts a server of its own, so it needs the server binaries rather
+    // than the shared server; it runs with the others, when PostgreSQL is there.
+    let postgres = OwnPostgres::start()
+        .expect("this test needs the PostgreSQL server binaries (initdb, pg_ctl) under /usr/lib/postgresql");
     let user = Spawn::new("user-service")
         .env("DATABASE_URL", postgres.url())
         .env("DATABASE_ACQUIRE_TIMEOUT", "500ms")
