@@ -17,6 +17,13 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 
 const TOKEN_VERSION: &str = "v1";
 
+/// Room kept in a page's response for everything but its rows: the `next_page_token`, whose
+/// cursor is an id of at most 128 bytes (with the filter, base64: under 400 bytes).
+const PAGE_OVERHEAD_BYTES: usize = 1024;
+
+/// Longest page token accepted, in bytes: more is refused before it is decoded.
+const MAX_TOKEN_BYTES: usize = 1024;
+
 /// A parsed page request: how many rows, after which id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRequest {
@@ -48,11 +55,38 @@ impl PageRequest {
     }
 
     /// Cuts the fetched rows to the page and makes the `next_page_token` ("" at the end).
-    pub fn finish<T>(&self, mut rows: Vec<T>, filter: &str, id: impl Fn(&T) -> &str) -> (Vec<T>, String) {
-        if rows.len() <= self.size as usize {
+    pub fn finish<T>(&self, rows: Vec<T>, filter: &str, id: impl Fn(&T) -> &str) -> (Vec<T>, String) {
+        self.finish_within(rows, filter, id, |_| 0, usize::MAX)
+    }
+
+    /// Like [`finish`](Self::finish), and the page is also cut short where its rows, encoded
+    /// (`encoded_len`), would no longer fit a response of `max_bytes`: a list answers with a
+    /// shorter page and a token for the rest rather than fail. A page holds at least one row,
+    /// so a walk always moves on.
+    pub fn finish_within<T>(
+        &self,
+        mut rows: Vec<T>,
+        filter: &str,
+        id: impl Fn(&T) -> &str,
+        encoded_len: impl Fn(&T) -> usize,
+        max_bytes: usize,
+    ) -> (Vec<T>, String) {
+        let budget = max_bytes.saturating_sub(PAGE_OVERHEAD_BYTES);
+        let mut used = 0usize;
+        let fits = rows
+            .iter()
+            .take(self.size as usize)
+            .take_while(|row| {
+                // A repeated field's element: its bytes, a tag and a length prefix.
+                used = used.saturating_add(encoded_len(row) + 11);
+                used <= budget
+            })
+            .count()
+            .max(1);
+        if rows.len() <= fits {
             return (rows, String::new());
         }
-        rows.truncate(self.size as usize);
+        rows.truncate(fits);
         let last = rows.last().map(&id).unwrap_or_default();
         let token = encode_token(filter, last);
         (rows, token)
@@ -72,6 +106,9 @@ fn cursor_of(token: &str, filter: &str) -> Result<Option<String>, String> {
         return Ok(None);
     }
     let invalid = || "is not a page token of this list".to_string();
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(invalid());
+    }
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let mut parts = text.splitn(3, '\n');
@@ -134,5 +171,36 @@ mod tests {
         let (rows, token) = page.finish(vec!["a", "b", "c"], "", |s| s);
         assert_eq!(rows.len(), 3);
         assert_eq!(token, "");
+    }
+
+    #[test]
+    fn a_page_is_cut_short_where_its_rows_stop_fitting() {
+        let page = parse(10, "", "").unwrap();
+        let rows: Vec<String> = (0..10).map(|i| format!("{i:0>3}")).collect();
+        // Each row "weighs" 1000 bytes: 4 fit in 5 KiB once the overhead is kept.
+        let (kept, token) = page.finish_within(rows.clone(), "", |s| s, |_| 1000, 5 * 1024);
+        assert_eq!(kept, ["000", "001", "002", "003"]);
+        assert_eq!(parse(10, &token, "").unwrap().after.as_deref(), Some("003"));
+        // A row too big for any page still makes a page of one: the walk moves on.
+        let (kept, token) = page.finish_within(rows, "", |s| s, |_| 1 << 30, 5 * 1024);
+        assert_eq!(kept, ["000"]);
+        assert!(!token.is_empty());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Whatever a caller sends as a token, decoding answers (never panics), and only a
+        /// token made for the same filter reads back as a cursor.
+        #[test]
+        fn any_token_is_refused_or_read_never_a_panic(token in "\\PC{0,200}", filter in "[a-z0-9-]{0,12}") {
+            let _ = cursor_of(&token, &filter);
+        }
+
+        #[test]
+        fn tokens_round_trip(after in "[ -~]{1,128}", filter in "[a-z0-9-]{0,40}") {
+            let token = encode_token(&filter, &after);
+            proptest::prop_assert_eq!(cursor_of(&token, &filter), Ok(Some(after)));
+        }
     }
 }

@@ -260,3 +260,72 @@ async fn users_survive_a_restart() {
         assert!(default_path.exists(), "the default database is data/user.db");
     }
 }
+
+#[tokio::test]
+async fn a_page_too_large_for_max_message_bytes_is_cut_short_not_failed() {
+    let service = Spawn::new("user-service")
+        .env("MAX_MESSAGE_BYTES", "2048")
+        .start();
+    let mut users = service.users().await;
+    for i in 0..30 {
+        create(&mut users, &"n".repeat(40), &format!("u{i}@example.com"))
+            .await
+            .unwrap();
+    }
+
+    let mut seen = HashSet::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let request = ListUsersRequest {
+            page_size: 50,
+            page_token: token,
+        };
+        let page = users
+            .list_users(request)
+            .await
+            .expect("a page, not an error")
+            .into_inner();
+        assert!(page.users.len() < 30, "cut short: {} users", page.users.len());
+        seen.extend(page.users.into_iter().map(|user| user.id));
+        pages += 1;
+        assert!(pages < 30, "the walk ends");
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen.len(), 30, "every user once, over {pages} pages");
+}
+
+#[tokio::test]
+async fn control_characters_and_oversize_requests_are_invalid_argument() {
+    let service = Spawn::new("user-service").start();
+    let mut users = service.users().await;
+
+    let error = users
+        .get_user(GetUserRequest { id: "a\0b".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
+    assert_eq!(bad_request_fields(&error), ["id"]);
+
+    let error = users
+        .list_users(ListUsersRequest {
+            page_size: 10,
+            page_token: "\u{1}".repeat(5000),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_request_fields(&error), ["page_token"]);
+
+    let request = UpdateUserRequest {
+        user: Some(User {
+            id: "u".into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types_mask(&vec!["name"; 50_000])),
+    };
+    let error = users.update_user(request).await.unwrap_err();
+    assert_eq!(bad_request_fields(&error), ["update_mask.paths"]);
+}

@@ -12,6 +12,7 @@ use meshwork::{
     },
     time::now_micros,
 };
+use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -22,11 +23,16 @@ use crate::{
 /// `user.v1.UserService` over a [`UserStore`].
 pub struct UserApi {
     store: Arc<UserStore>,
+    /// The largest response (`MAX_MESSAGE_BYTES`): a ListUsers page is cut to fit it.
+    max_message_bytes: usize,
 }
 
 impl UserApi {
-    pub fn new(store: Arc<UserStore>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<UserStore>, max_message_bytes: usize) -> Self {
+        Self {
+            store,
+            max_message_bytes,
+        }
     }
 
     async fn create(&self, request: pb::CreateUserRequest) -> Result<pb::CreateUserResponse, ApiError> {
@@ -63,9 +69,16 @@ impl UserApi {
             .list(page.after.as_deref(), page.fetch_limit())
             .await
             .map_err(|e| e.into_api(""))?;
-        let (users, next_page_token) = page.finish(users, "", |user| user.id.as_str());
+        let users: Vec<pb::User> = users.into_iter().map(Into::into).collect();
+        let (users, next_page_token) = page.finish_within(
+            users,
+            "",
+            |user| user.id.as_str(),
+            Message::encoded_len,
+            self.max_message_bytes,
+        );
         Ok(pb::ListUsersResponse {
-            users: users.into_iter().map(Into::into).collect(),
+            users,
             next_page_token,
         })
     }

@@ -57,7 +57,8 @@ impl UserName {
         if name.trim().is_empty() {
             return Err("must not be empty".into());
         }
-        if name.chars().count() > Self::MAX_CHARS {
+        // Bytes first (a character is at most 4): a huge name is refused without counting.
+        if name.len() > 4 * Self::MAX_CHARS || name.chars().count() > Self::MAX_CHARS {
             return Err(format!("must be at most {} characters", Self::MAX_CHARS));
         }
         if name.chars().any(char::is_control) {
@@ -85,7 +86,7 @@ impl Email {
         if email.is_empty() {
             return Err("must not be empty".into());
         }
-        if email.chars().count() > Self::MAX_CHARS {
+        if email.len() > 4 * Self::MAX_CHARS || email.chars().count() > Self::MAX_CHARS {
             return Err(format!("must be at most {} characters", Self::MAX_CHARS));
         }
         let well_formed = match email.split_once('@') {
@@ -126,8 +127,10 @@ impl UserId {
     pub fn parse(id: String) -> Result<Self, String> {
         match id.len() {
             0 => Err("must not be empty".into()),
-            1..=128 => Ok(Self(id)),
-            _ => Err("must be at most 128 bytes".into()),
+            129.. => Err("must be at most 128 bytes".into()),
+            // PostgreSQL refuses NUL in text: refused here, the same on either backend.
+            _ if id.chars().any(char::is_control) => Err("must not contain control characters".into()),
+            _ => Ok(Self(id)),
         }
     }
 
@@ -155,6 +158,9 @@ impl TryFrom<pb::CreateUserRequest> for NewUser {
     }
 }
 
+/// The most paths an `update_mask` may name (there are only two fields, and `*`).
+const MAX_MASK_PATHS: usize = 10;
+
 /// A valid UpdateUser request: which user, and the new value of each field to change.
 #[derive(Debug)]
 pub struct UserChanges {
@@ -175,6 +181,14 @@ impl TryFrom<pb::UpdateUserRequest> for UserChanges {
         let mut violations = FieldViolations::new();
         let id = violations.check("user.id", UserId::parse(user.id));
         let paths = request.update_mask.map(|mask| mask.paths).unwrap_or_default();
+        // Decided before looking at any path: a mask of 50,000 paths costs one comparison.
+        if paths.len() > MAX_MASK_PATHS {
+            violations.add(
+                "update_mask.paths",
+                format!("must name at most {MAX_MASK_PATHS} fields"),
+            );
+            return Err(ApiError::InvalidArgument(violations));
+        }
 
         let (mut change_name, mut change_email) = (false, false);
         if paths.is_empty() {
@@ -191,7 +205,10 @@ impl TryFrom<pb::UpdateUserRequest> for UserChanges {
                 "*" => (change_name, change_email) = (true, true),
                 other => violations.add(
                     format!("update_mask.paths[{i}]"),
-                    format!("unknown field {other:?}; expected \"name\" or \"email\""),
+                    format!(
+                        "unknown field {:?}; expected \"name\" or \"email\"",
+                        other.chars().take(32).collect::<String>()
+                    ),
                 ),
             }
         }
@@ -289,5 +306,18 @@ mod tests {
         );
         let changes = update("Ada", "ada@example.com", Some(&["name"])).unwrap();
         assert!(changes.email.is_none(), "a field outside the mask is not changed");
+    }
+
+    #[test]
+    fn ids_with_control_characters_are_refused() {
+        assert!(UserId::parse("u\u{0}1".into()).is_err());
+        assert!(UserId::parse("u\n1".into()).is_err());
+        assert!(UserId::parse("u-1".into()).is_ok());
+    }
+
+    #[test]
+    fn a_mask_of_more_than_ten_paths_is_refused_before_any_is_read() {
+        let many: Vec<&str> = std::iter::repeat_n("nope", 50_000).collect();
+        assert_eq!(bad_fields(update("Ada", "", Some(&many)).unwrap_err()), ["update_mask.paths"]);
     }
 }

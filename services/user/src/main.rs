@@ -53,7 +53,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let users = UserServiceServer::new(api::UserApi::new(store.clone()))
+    let users = UserServiceServer::new(api::UserApi::new(store.clone(), config.server.max_message_bytes))
         .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(config.server.max_message_bytes);
     let services = GrpcServices::new(users).with_readiness(store);
