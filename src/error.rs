@@ -383,10 +383,18 @@ mod tests {
         let status = ApiError::InvalidArgument(violations).into_status("order.v1.OrderService");
         let mut headers = http::HeaderMap::new();
         status.add_header(&mut headers).unwrap();
-        let size: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+        let size: usize = headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
         assert!(size < 8 * 1024, "trailers of {size} bytes");
         assert!(status.message().ends_with(" more"), "{}", status.message());
-        let listed = status.get_error_details().bad_request().unwrap().field_violations.len();
+        let listed = status
+            .get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .len();
         assert_eq!(listed, MAX_VIOLATIONS);
     }
 }

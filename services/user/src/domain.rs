@@ -318,6 +318,9 @@ mod tests {
     #[test]
     fn a_mask_of_more_than_ten_paths_is_refused_before_any_is_read() {
         let many: Vec<&str> = std::iter::repeat_n("nope", 50_000).collect();
-        assert_eq!(bad_fields(update("Ada", "", Some(&many)).unwrap_err()), ["update_mask.paths"]);
+        assert_eq!(
+            bad_fields(update("Ada", "", Some(&many)).unwrap_err()),
+            ["update_mask.paths"]
+        );
     }
 }
