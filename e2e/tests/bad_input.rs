@@ -1,7 +1,10 @@
 //! What broken or hostile clients send: the right status, nothing stored, the process up.
 
-use meshwork::proto::user::v1::{CreateUserRequest, ListUsersRequest};
-use meshwork_e2e::{Spawn, raw};
+use meshwork::proto::{
+    order::v1::{CreateOrderRequest, ListOrdersRequest, OrderItem},
+    user::v1::{CreateUserRequest, ListUsersRequest},
+};
+use meshwork_e2e::{Mesh, Spawn, bad_request_fields, raw};
 use tonic::Code;
 
 #[tokio::test]
@@ -100,4 +103,51 @@ async fn no_database_text_or_panic_reaches_a_caller() {
             error.message()
         );
     }
+}
+
+#[tokio::test]
+async fn a_nul_in_an_order_field_is_invalid_argument_naming_it_on_every_backend() {
+    let mesh = Mesh::start();
+    let user = meshwork_e2e::fixtures::new_user(&mesh.user, "nul@example.com").await;
+    let mut orders = mesh.order.orders().await;
+
+    let listed = orders
+        .list_orders(ListOrdersRequest {
+            user_id: "a\0b".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(listed.code(), Code::InvalidArgument, "{listed:?}");
+    assert_eq!(bad_request_fields(&listed), ["user_id"]);
+
+    let request = |request_id: &str, sku: &str| CreateOrderRequest {
+        user_id: user.clone(),
+        items: vec![OrderItem {
+            sku: sku.into(),
+            quantity: 1,
+            unit_price_cents: 1,
+        }],
+        request_id: request_id.into(),
+    };
+    for (bad, field) in [
+        (request("r\0", "book"), "request_id"),
+        (request("r-1", "bo\0ok"), "items[0].sku"),
+        (request("r-1", "bo\u{1b}ok"), "items[0].sku"),
+    ] {
+        let error = orders.create_order(bad).await.unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument, "{field}: {error:?}");
+        assert_eq!(bad_request_fields(&error), [field]);
+    }
+
+    let listed = orders
+        .list_orders(ListOrdersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.orders.is_empty(), "nothing was stored");
+    assert!(
+        orders.create_order(request("r-1", "book")).await.is_ok(),
+        "still serving"
+    );
 }

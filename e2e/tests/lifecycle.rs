@@ -180,13 +180,12 @@ async fn sigterm_lets_a_call_in_flight_finish_and_ends_watch_streams() {
         Code::Unavailable,
         "the call ran to its own end (User timed out), it was not cut off: {answer:?}"
     );
-    assert!(
-        meshwork_e2e::within("the next stream message", events.message())
-            .await
-            .unwrap_or(None)
-            .is_none(),
-        "the watch stream ends"
-    );
+    // Open watches end with UNAVAILABLE (CONTRACT "Health and lifecycle"), so their
+    // clients re-list and watch again elsewhere.
+    let ended = meshwork_e2e::within("the next stream message", events.message())
+        .await
+        .expect_err("the watch stream ends with an error, not OK");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
     assert_eq!(order.wait_exit().await.code(), Some(0));
 }
 

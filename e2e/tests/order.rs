@@ -195,6 +195,93 @@ async fn a_request_id_creates_one_order_however_often_it_is_sent() {
 }
 
 #[tokio::test]
+async fn a_request_id_reused_for_different_items_is_invalid_and_creates_nothing() {
+    let mesh = Mesh::start();
+    let user_id = new_user(&mesh, "buyer@example.com").await;
+    let mut orders = mesh.order.orders().await;
+
+    let first = create(&mut orders, order_of(&user_id, "req-1")).await.unwrap();
+    let mut different = order_of(&user_id, "req-1");
+    different.items[0].quantity += 1;
+    let error = create(&mut orders, different).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
+    assert_eq!(bad_request_fields(&error), ["request_id"]);
+
+    let again = create(&mut orders, order_of(&user_id, "req-1")).await.unwrap();
+    assert_eq!(again, first, "the same request still gets the first order");
+    let listed = orders
+        .list_orders(ListOrdersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.orders, [first], "nothing was created for the mismatch");
+}
+
+#[tokio::test]
+async fn a_request_id_is_scoped_to_the_orders_user() {
+    let mesh = Mesh::start();
+    let ada = new_user(&mesh, "ada@example.com").await;
+    let bob = new_user(&mesh, "bob@example.com").await;
+    let mut orders = mesh.order.orders().await;
+
+    let adas = create(&mut orders, order_of(&ada, "shared-key")).await.unwrap();
+    // Bob sends Ada's key with other items, then with the very same items.
+    let mut bobs_request = order_of(&bob, "shared-key");
+    bobs_request.items.truncate(1);
+    let bobs = create(&mut orders, bobs_request.clone()).await.unwrap();
+    assert_ne!(bobs.id, adas.id, "a new, independent order");
+    assert_eq!(bobs.user_id, bob, "never Ada's order");
+    assert_eq!(bobs.items, bobs_request.items);
+    let same_items = create(&mut orders, order_of(&bob, "shared-key"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad_request_fields(&same_items),
+        ["request_id"],
+        "Bob's key is Bob's: his own first use decides"
+    );
+
+    // Ada's order is untouched, and her key still answers with it.
+    let again = create(&mut orders, order_of(&ada, "shared-key")).await.unwrap();
+    assert_eq!(again, adas);
+    let of = |user_id: &str| ListOrdersRequest {
+        user_id: user_id.into(),
+        ..Default::default()
+    };
+    let adas_list = orders.list_orders(of(&ada)).await.unwrap().into_inner().orders;
+    assert_eq!(adas_list, [adas]);
+    let bobs_list = orders.list_orders(of(&bob)).await.unwrap().into_inner().orders;
+    assert_eq!(bobs_list, [bobs]);
+}
+
+#[tokio::test]
+async fn watches_past_max_watch_streams_are_resource_exhausted() {
+    let user = Spawn::new("user-service").start();
+    let order = Spawn::new("order-service")
+        .env("USER_SERVICE_URL", user.url())
+        .env("MAX_WATCH_STREAMS", "2")
+        .start();
+    let mut orders = order.orders().await;
+    let watch = |orders: &mut Orders| {
+        let mut orders = orders.clone();
+        async move { orders.watch_orders(WatchOrdersRequest::default()).await }
+    };
+    let first = watch(&mut orders).await.unwrap().into_inner();
+    let second = watch(&mut orders).await.unwrap().into_inner();
+    let third = watch(&mut orders).await.unwrap_err();
+    assert_eq!(third.code(), Code::ResourceExhausted, "{third:?}");
+
+    // A watch that ends frees its slot.
+    drop(first);
+    meshwork_e2e::eventually("a freed slot takes a new watch", || {
+        let watching = watch(&mut orders);
+        async move { watching.await.ok() }
+    })
+    .await;
+    drop(second);
+}
+
+#[tokio::test]
 async fn list_filters_by_user_and_pages() {
     let mesh = Mesh::start();
     let ada = new_user(&mesh, "ada@example.com").await;

@@ -6,7 +6,7 @@ use meshwork::{
     error::{ApiError, FieldViolations, respond},
     pagination::PageRequest,
     proto::order::v1::{
-        self as pb, OrderEventType,
+        self as pb,
         order_service_server::{OrderService, SERVICE_NAME},
     },
     time::now_micros,
@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{NewOrder, Order, OrderId, UserId},
+    domain::{Idempotency, NewOrder, Order, OrderId, UserId},
     order_events::{OrderEvents, WatchStream},
-    store::{Inserted, OrderStore},
+    store::{Inserted, Keyed, OrderStore},
     users::UserDirectory,
 };
 
@@ -52,10 +52,10 @@ impl OrderApi {
     ) -> Result<Order, ApiError> {
         let new = NewOrder::try_from(request)?;
         // A repeated request answers with the first order and asks nobody anything.
-        if let Some(request_id) = &new.request_id {
-            let existing = self.store.find_by_request_id(request_id).await;
-            if let Some(order) = existing.map_err(|e| e.into_api(""))? {
-                return Ok(order);
+        if let Some(key) = new.idempotency() {
+            let existing = self.store.find_by_request_id(&new.user_id, &key.request_id).await;
+            if let Some(first) = existing.map_err(|e| e.into_api(""))? {
+                return repeat(&key, first);
             }
         }
         if !self.users.user_exists(new.user_id.as_str(), deadline).await? {
@@ -64,15 +64,14 @@ impl OrderApi {
                 message: format!("user {:?} does not exist", new.user_id.as_str()),
             });
         }
-        let (order, request_id) = new.place(now_micros());
-        let inserted = self.store.insert(&order, request_id.as_ref()).await;
-        match inserted.map_err(|e| e.into_api(order.id.as_str()))? {
-            // A concurrent call with the same request_id got there first.
-            Inserted::Existing(first) => Ok(first),
-            Inserted::Created => {
-                self.events.publish(OrderEventType::Created, &order);
-                Ok(order)
-            }
+        let (order, key) = new.place(now_micros());
+        // The store tells the watchers once it has committed.
+        let inserted = self.store.insert(&order, key.as_ref()).await;
+        match (inserted.map_err(|e| e.into_api(order.id.as_str()))?, key) {
+            // A concurrent call with the same user and request_id got there first.
+            (Inserted::Existing(first), Some(key)) => repeat(&key, first),
+            (Inserted::Existing(first), None) => Ok(first.order),
+            (Inserted::Created, _) => Ok(order),
         }
     }
 
@@ -102,16 +101,27 @@ impl OrderApi {
 
     async fn cancel(&self, request: pb::CancelOrderRequest) -> Result<Order, ApiError> {
         let id = parse_order_id(request.id)?;
+        // The store tells the watchers once it has committed.
         let cancelled = self.store.cancel(&id, now_micros()).await;
-        let order = cancelled.map_err(|e| e.into_api(id.as_str()))?;
-        self.events.publish(OrderEventType::Cancelled, &order);
-        Ok(order)
+        cancelled.map_err(|e| e.into_api(id.as_str()))
     }
 
-    fn watch(&self, request: pb::WatchOrdersRequest) -> Result<WatchStream, ApiError> {
+    /// The watched user (`None`: all), or `INVALID_ARGUMENT`.
+    fn watch_filter(&self, request: pb::WatchOrdersRequest) -> Result<Option<UserId>, ApiError> {
         let user_id = UserId::parse_filter(request.user_id);
-        let user_id = user_id.map_err(|why| ApiError::invalid_field("user_id", why))?;
-        Ok(self.events.watch(user_id, self.shutdown.clone()))
+        user_id.map_err(|why| ApiError::invalid_field("user_id", why))
+    }
+}
+
+/// The answer to a CreateOrder whose user and `request_id` created `first` already: that
+/// order when the request is the same (a retry), else `INVALID_ARGUMENT` on `request_id`.
+fn repeat(key: &Idempotency, first: Keyed) -> Result<Order, ApiError> {
+    match key.fingerprint.repeats(&first.fingerprint) {
+        true => Ok(first.order),
+        false => Err(ApiError::invalid_field(
+            "request_id",
+            "was already used by this user for a different order",
+        )),
     }
 }
 
@@ -175,6 +185,11 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::WatchOrdersRequest>,
     ) -> Result<Response<Self::WatchOrdersStream>, Status> {
-        respond(SERVICE_NAME, self.watch(request.into_inner()))
+        let user_id = respond(SERVICE_NAME, self.watch_filter(request.into_inner()))?.into_inner();
+        match self.events.watch(user_id, self.shutdown.clone()) {
+            Ok(watch) => Ok(Response::new(watch)),
+            // Answered at once: the caller may retry later, or elsewhere.
+            Err(full) => Err(Status::resource_exhausted(format!("{full}; retry later"))),
+        }
     }
 }

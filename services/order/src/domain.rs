@@ -8,6 +8,7 @@ use meshwork::{
     time::timestamp,
 };
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 const MAX_ID_BYTES: usize = 128;
@@ -41,21 +42,37 @@ text_type!(
     UserId
 );
 text_type!(
-    /// CreateOrder's idempotency key: one order per key.
+    /// CreateOrder's idempotency key: one order per user and key.
     RequestId
+);
+text_type!(
+    /// What a CreateOrder asked for, in short ([`Fingerprint::of`]): stored beside its
+    /// `request_id`, so that a key reused for a different order is told apart from a retry.
+    Fingerprint
 );
 text_type!(
     /// A stock-keeping unit: 1 to 64 characters, not only spaces.
     Sku
 );
 
-/// An id as a caller names it: any non-empty string up to 128 bytes (ids are opaque; an
-/// unknown one is NOT_FOUND, not INVALID_ARGUMENT).
+/// An id as a caller names it: any non-empty string up to 128 bytes without control
+/// characters (ids are opaque; an unknown one is NOT_FOUND, not INVALID_ARGUMENT). The
+/// length is checked first, so a huge id costs nothing more than its decoding.
 fn opaque_id(id: String) -> Result<String, String> {
     match id.len() {
         0 => Err("must not be empty".into()),
         n if n > MAX_ID_BYTES => Err(format!("must be at most {MAX_ID_BYTES} bytes")),
-        _ => Ok(id),
+        _ => no_control_characters(id),
+    }
+}
+
+/// `text` unless it holds a NUL or another control character (Unicode `Cc`: C0, DEL, C1).
+/// PostgreSQL refuses NUL in `TEXT` and SQLite keeps it, so without this the answer
+/// would depend on the backend; such characters are never meant in an id or a sku.
+fn no_control_characters(text: String) -> Result<String, String> {
+    match text.chars().any(char::is_control) {
+        true => Err("must not contain control characters".into()),
+        false => Ok(text),
     }
 }
 
@@ -86,24 +103,25 @@ impl UserId {
 }
 
 impl RequestId {
-    /// Empty means no key; a key is at most 128 bytes.
+    /// Empty means no key; a key is at most 128 bytes, without control characters.
     pub fn parse(id: String) -> Result<Option<Self>, String> {
         match id.len() {
             0 => Ok(None),
-            n if n > MAX_ID_BYTES => Err(format!("must be at most {MAX_ID_BYTES} bytes")),
-            _ => Ok(Some(Self(id))),
+            _ => opaque_id(id).map(|id| Some(Self(id))),
         }
     }
 }
 
 impl Sku {
     pub fn parse(sku: String) -> Result<Self, String> {
-        if sku.trim().is_empty() {
+        // A character is at most 4 bytes: a longer string is refused before it is walked.
+        let too_long = || Err(format!("must be at most {MAX_SKU_CHARS} characters"));
+        if sku.len() > 4 * MAX_SKU_CHARS || sku.chars().count() > MAX_SKU_CHARS {
+            too_long()
+        } else if sku.trim().is_empty() {
             Err("must not be empty".into())
-        } else if sku.chars().count() > MAX_SKU_CHARS {
-            Err(format!("must be at most {MAX_SKU_CHARS} characters"))
         } else {
-            Ok(Self(sku))
+            no_control_characters(sku).map(Self)
         }
     }
 }
@@ -279,6 +297,50 @@ impl From<Order> for pb::Order {
     }
 }
 
+impl Fingerprint {
+    /// SHA-256, in lower-case hex, of the user id and the items in their order. Every
+    /// string is length-prefixed and every number fixed-width, so two different requests
+    /// never encode alike; the leading version lets the encoding change later.
+    pub fn of(user_id: &UserId, items: &[Item]) -> Self {
+        let mut hash = Sha256::new();
+        let mut text = |text: &str| {
+            hash.update((text.len() as u64).to_le_bytes());
+            hash.update(text.as_bytes());
+        };
+        text("order.v1.CreateOrder/1");
+        text(user_id.as_str());
+        for item in items {
+            text(item.sku.as_str());
+        }
+        hash.update((items.len() as u64).to_le_bytes());
+        for item in items {
+            hash.update(item.quantity.0.to_le_bytes());
+            hash.update(item.unit_price_cents.0.to_le_bytes());
+        }
+        let digest = hash.finalize();
+        Self(digest.iter().map(|byte| format!("{byte:02x}")).collect())
+    }
+
+    /// Whether a request with this fingerprint repeats the one stored with `stored`. An
+    /// order stored before fingerprints were has none (`''`, read from NULL): unknown, so
+    /// accepted.
+    pub fn repeats(&self, stored: &Fingerprint) -> bool {
+        stored.0.is_empty() || stored.0 == self.0
+    }
+
+    /// What the store reads back.
+    pub fn from_stored(text: String) -> Self {
+        Self(text)
+    }
+}
+
+/// CreateOrder's idempotency key, with the fingerprint of what it asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub request_id: RequestId,
+    pub fingerprint: Fingerprint,
+}
+
 /// A valid CreateOrder request, with its total computed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOrder {
@@ -290,9 +352,18 @@ pub struct NewOrder {
 }
 
 impl NewOrder {
+    /// The idempotency key of this request, when it has one.
+    pub fn idempotency(&self) -> Option<Idempotency> {
+        self.request_id.clone().map(|request_id| Idempotency {
+            request_id,
+            fingerprint: Fingerprint::of(&self.user_id, &self.items),
+        })
+    }
+
     /// The order this request places at `now` (pending, with a new id), and its
     /// idempotency key.
-    pub fn place(self, now: i64) -> (Order, Option<RequestId>) {
+    pub fn place(self, now: i64) -> (Order, Option<Idempotency>) {
+        let key = self.idempotency();
         let order = Order {
             id: OrderId::generate(),
             user_id: self.user_id,
@@ -302,7 +373,7 @@ impl NewOrder {
             create_time: now,
             update_time: now,
         };
-        (order, self.request_id)
+        (order, key)
     }
 }
 
@@ -313,19 +384,24 @@ impl TryFrom<pb::CreateOrderRequest> for NewOrder {
         let mut violations = FieldViolations::new();
         let user_id = violations.check("user_id", UserId::parse(request.user_id));
         let request_id = violations.check("request_id", RequestId::parse(request.request_id));
-        match request.items.len() {
-            0 => violations.add("items", "must have at least one item"),
-            n if n > MAX_ITEMS => violations.add("items", format!("must have at most {MAX_ITEMS} items")),
-            _ => {}
-        }
-        // Every line is parsed (and its violations recorded) before they are combined.
-        let items: Vec<_> = request
-            .items
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| Item::parse(i, item, &mut violations))
-            .collect();
-        let items = items.all();
+        // The count is decided before any item is looked at: too many items cost nothing
+        // beyond their decoding.
+        let items = match request.items.len() {
+            0 => violations.check("items", Err("must have at least one item".into())),
+            n if n > MAX_ITEMS => {
+                violations.check("items", Err(format!("must have at most {MAX_ITEMS} items")))
+            }
+            // Every line is parsed (and its violations recorded) before they are combined.
+            _ => {
+                let items: Vec<_> = request
+                    .items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, item)| Item::parse(i, item, &mut violations))
+                    .collect();
+                items.all()
+            }
+        };
         let total_cents = violations.check_with("items", &items, |items| Cents::total(items));
         let (user_id, request_id, items, total_cents) =
             violations.finish((user_id, request_id, items, total_cents))?;
@@ -416,5 +492,76 @@ mod tests {
             request_id: "r-1".into(),
         });
         assert_eq!(keyed.unwrap().request_id.unwrap().as_str(), "r-1");
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_id_sku_and_request_id() {
+        for bad in ["a\0b", "\0", "tab\there", "new\nline", "del\u{7f}", "c1\u{85}"] {
+            assert!(OrderId::parse(bad.into()).is_err(), "{bad:?}");
+            assert!(UserId::parse(bad.into()).is_err(), "{bad:?}");
+            assert!(UserId::parse_filter(bad.into()).is_err(), "{bad:?}");
+            assert!(RequestId::parse(bad.into()).is_err(), "{bad:?}");
+            assert!(Sku::parse(bad.into()).is_err(), "{bad:?}");
+        }
+        assert!(Sku::parse("ünïcödé ok".into()).is_ok());
+        let request = pb::CreateOrderRequest {
+            user_id: "u\0".into(),
+            items: vec![item("ok", 1, 1), item("a\0", 1, 1)],
+            request_id: "r\0".into(),
+        };
+        assert_eq!(
+            bad_fields(NewOrder::try_from(request)),
+            ["user_id", "request_id", "items[1].sku"]
+        );
+    }
+
+    #[test]
+    fn sizes_are_limited() {
+        assert!(Sku::parse("s".repeat(64)).is_ok());
+        assert!(Sku::parse("é".repeat(64)).is_ok(), "characters, not bytes");
+        assert!(Sku::parse("s".repeat(65)).is_err());
+        assert!(Sku::parse("s".repeat(10_000_000)).is_err());
+        assert!(OrderId::parse("i".repeat(128)).is_ok());
+        assert!(OrderId::parse("i".repeat(129)).is_err());
+        assert!(RequestId::parse("é".repeat(65)).is_err(), "bytes, not characters");
+        assert_eq!(bad_fields(order("u1", vec![item("a", 1, 1); 101])), ["items"]);
+        assert!(order("u1", vec![item("a", 1, 1); 100]).is_ok());
+    }
+
+    #[test]
+    fn too_many_items_are_refused_before_any_item_is_looked_at() {
+        // A million bad items: one violation, for the count, none per item.
+        let items = vec![item("", 0, -1); 1_000_000];
+        let started = std::time::Instant::now();
+        assert_eq!(bad_fields(order("u1", items)), ["items"]);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_fingerprint_is_of_the_user_and_the_items_in_order() {
+        let of = |user: &str, items: Vec<pb::OrderItem>| {
+            order(user, items)
+                .map(|o| Fingerprint::of(&o.user_id, &o.items))
+                .unwrap()
+        };
+        let first = of("u1", vec![item("a", 1, 2), item("b", 3, 4)]);
+        assert_eq!(first.as_str().len(), 64, "SHA-256 in hex");
+        assert!(first.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(first, of("u1", vec![item("a", 1, 2), item("b", 3, 4)]), "stable");
+        for other in [
+            of("u2", vec![item("a", 1, 2), item("b", 3, 4)]),
+            of("u1", vec![item("b", 3, 4), item("a", 1, 2)]),
+            of("u1", vec![item("a", 1, 2), item("b", 3, 5)]),
+            of("u1", vec![item("a", 1, 2)]),
+            of("u1", vec![item("ab", 1, 2)]),
+        ] {
+            assert_ne!(first, other);
+            assert!(!first.repeats(&other));
+        }
+        assert!(first.repeats(&first.clone()));
+        assert!(
+            first.repeats(&Fingerprint::from_stored(String::new())),
+            "unknown: accepted"
+        );
     }
 }

@@ -66,6 +66,10 @@ struct Config {
     /// How often a `dns:///` USER_SERVICE_URL is resolved again.
     #[arg(long, env = "USER_SERVICE_DNS_REFRESH", default_value = "5s", value_parser = config::parse_positive_duration)]
     user_service_dns_refresh: Duration,
+
+    /// `WatchOrders` streams open at once in this process; one more is RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MAX_WATCH_STREAMS", default_value_t = order_events::DEFAULT_MAX_WATCHERS, value_parser = parse_max_watch_streams)]
+    max_watch_streams: usize,
 }
 
 impl Config {
@@ -80,6 +84,14 @@ impl Config {
             timeout: Some(self.user_service_timeout),
             ..ChannelOptions::default()
         }
+    }
+}
+
+fn parse_max_watch_streams(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        // tokio's semaphore holds at most `usize::MAX >> 3` permits.
+        Ok(max) if (1..=1 << 40).contains(&max) => Ok(max),
+        _ => Err("expected a number of streams, at least 1".into()),
     }
 }
 
@@ -102,7 +114,7 @@ async fn main() -> ExitCode {
     let telemetry = telemetry::init(&config.server);
     let shutdown = shutdown::on_signal();
 
-    let events = order_events::OrderEvents::new();
+    let events = order_events::OrderEvents::new(config.max_watch_streams);
     let opened = store::OrderStore::open(&config.database_url, &config.pool, events.clone(), &shutdown);
     let store = match opened.await {
         Ok(store) => Arc::new(store),

@@ -6,12 +6,18 @@
 //! ended with `ABORTED` so it knows to re-read and watch again, rather than silently
 //! missing orders. The same happens to every watcher when the feed itself had a gap
 //! ([`OrderEvents::interrupted`]: the PostgreSQL relay lost its connection).
+//!
+//! An event is made into its response once, when published, and shared (`Arc`) by every
+//! watcher: a watcher of another user's orders only compares a user id. At most
+//! `max_watchers` watches are open at once (each holds a semaphore permit for its life);
+//! one more is `RESOURCE_EXHAUSTED`. At shutdown open watches end with `UNAVAILABLE`, so
+//! their clients re-list and watch again elsewhere.
 
-use std::{future::ready, pin::Pin};
+use std::{pin::Pin, sync::Arc};
 
 use futures::{Stream, StreamExt};
 use meshwork::proto::order::v1::{self as pb, OrderEventType};
-use tokio::sync::broadcast;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -20,12 +26,14 @@ use crate::domain::{Order, UserId};
 
 /// Events a watcher may fall behind by before it is cut off.
 pub const CAPACITY: usize = 1024;
+/// Watches open at once per process, unless configured (`MAX_WATCH_STREAMS`).
+pub const DEFAULT_MAX_WATCHERS: usize = 1000;
 
-/// What the feed carries.
+/// What the feed carries; cloning it clones an `Arc`.
 #[derive(Debug, Clone)]
 enum FeedItem {
-    /// One change to one order.
-    Event { kind: OrderEventType, order: Order },
+    /// One change to one order, as watchers are sent it.
+    Event(Arc<pb::WatchOrdersResponse>),
     /// Changes may have been missed here.
     Gap,
 }
@@ -34,7 +42,15 @@ enum FeedItem {
 #[derive(Clone)]
 pub struct OrderEvents {
     sender: broadcast::Sender<FeedItem>,
+    /// One permit per open watch.
+    watchers: Arc<Semaphore>,
+    max_watchers: usize,
 }
+
+/// Why a watch was not opened.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} watch streams are open already, the most this server allows")]
+pub struct TooManyWatchers(pub usize);
 
 /// What a watcher is sent: an event, or the error that ends its stream.
 type Message = Result<pb::WatchOrdersResponse, Status>;
@@ -43,18 +59,25 @@ type Message = Result<pb::WatchOrdersResponse, Status>;
 pub type WatchStream = Pin<Box<dyn Stream<Item = Message> + Send>>;
 
 impl OrderEvents {
-    pub fn new() -> Self {
+    /// A feed for at most `max_watchers` watches open at once.
+    pub fn new(max_watchers: usize) -> Self {
         Self {
             sender: broadcast::channel(CAPACITY).0,
+            watchers: Arc::new(Semaphore::new(max_watchers)),
+            max_watchers,
         }
     }
 
     /// Tells every watcher. Having no watcher is normal, not an error.
     pub fn publish(&self, kind: OrderEventType, order: &Order) {
-        let _no_watchers = self.sender.send(FeedItem::Event {
-            kind,
-            order: order.clone(),
-        });
+        if self.sender.receiver_count() == 0 {
+            return;
+        }
+        let response = pb::WatchOrdersResponse {
+            event_type: kind.into(),
+            order: Some(order.clone().into()),
+        };
+        let _no_watchers = self.sender.send(FeedItem::Event(Arc::new(response)));
     }
 
     /// Changes may have been missed: every open watch ends with `ABORTED`.
@@ -63,28 +86,78 @@ impl OrderEvents {
     }
 
     /// A stream of the events from now on (it subscribes before it returns), of
-    /// `user_id`'s orders when given. It ends after its first error, and when `shutdown` is
-    /// cancelled, so open watches never hold up a drain.
-    pub fn watch(&self, user_id: Option<UserId>, shutdown: CancellationToken) -> WatchStream {
-        let feed = BroadcastStream::new(self.sender.subscribe());
-        let messages = feed.filter_map(move |item| ready(message(item, user_id.as_ref())));
-        let until_error = messages.scan(true, |open, message| {
-            let next = open.then_some(message);
-            *open = matches!(next, Some(Ok(_)));
-            ready(next)
-        });
-        Box::pin(until_error.take_until(shutdown.cancelled_owned()))
+    /// `user_id`'s orders when given; or [`TooManyWatchers`] when every slot is taken. It
+    /// ends after its first error, and when `shutdown` is cancelled (with `UNAVAILABLE`),
+    /// so open watches never hold up a drain.
+    pub fn watch(
+        &self,
+        user_id: Option<UserId>,
+        shutdown: CancellationToken,
+    ) -> Result<WatchStream, TooManyWatchers> {
+        let permit = match self.watchers.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => return Err(TooManyWatchers(self.max_watchers)),
+        };
+        let watcher = Watcher {
+            feed: BroadcastStream::new(self.sender.subscribe()),
+            user_id,
+            shutdown,
+            _permit: permit,
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            Some(watcher),
+            |watcher| async move {
+                let mut watcher = watcher?;
+                let message = watcher.next().await?;
+                // The stream ends after its first error.
+                let watcher = message.is_ok().then_some(watcher);
+                Some((message, watcher))
+            },
+        )))
+    }
+}
+
+/// One open watch: its subscription, its filter and its slot.
+struct Watcher {
+    feed: BroadcastStream<FeedItem>,
+    user_id: Option<UserId>,
+    shutdown: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Watcher {
+    /// The next message for this watcher; `None` when its stream ends.
+    async fn next(&mut self) -> Option<Message> {
+        loop {
+            let item = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return Some(Err(Status::unavailable(
+                    "the server is shutting down; list the orders and watch again",
+                ))),
+                item = self.feed.next() => item?,
+            };
+            if let Some(message) = message(item, self.user_id.as_ref()) {
+                return Some(message);
+            }
+        }
     }
 }
 
 /// What a watcher of `user_id`'s orders (all, when `None`) is sent for one feed item.
 fn message(item: Result<FeedItem, BroadcastStreamRecvError>, user_id: Option<&UserId>) -> Option<Message> {
     match item {
-        Ok(FeedItem::Event { order, .. }) if user_id.is_some_and(|id| *id != order.user_id) => None,
-        Ok(FeedItem::Event { kind, order }) => Some(Ok(pb::WatchOrdersResponse {
-            event_type: kind.into(),
-            order: Some(order.into()),
-        })),
+        Ok(FeedItem::Event(event)) => {
+            let of_user = |id: &UserId| {
+                event
+                    .order
+                    .as_ref()
+                    .is_some_and(|order| order.user_id == id.as_str())
+            };
+            match user_id {
+                Some(id) if !of_user(id) => None,
+                _ => Some(Ok(event.as_ref().clone())),
+            }
+        }
         Ok(FeedItem::Gap) => Some(Err(Status::aborted(
             "the order feed was interrupted and events may be missing; list the orders and watch again",
         ))),
@@ -120,9 +193,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_watcher_gets_its_users_events_and_ends_at_shutdown() {
-        let (events, shutdown) = (OrderEvents::new(), CancellationToken::new());
-        let mut ada = events.watch(user("ada"), shutdown.clone());
-        let mut all = events.watch(None, shutdown.clone());
+        let (events, shutdown) = (OrderEvents::new(DEFAULT_MAX_WATCHERS), CancellationToken::new());
+        let mut ada = events.watch(user("ada"), shutdown.clone()).unwrap();
+        let mut all = events.watch(None, shutdown.clone()).unwrap();
         events.publish(OrderEventType::Created, &order_of("bob"));
         events.publish(OrderEventType::Cancelled, &order_of("ada"));
 
@@ -133,14 +206,17 @@ mod tests {
         assert_eq!(all.next().await.unwrap().unwrap().order.unwrap().user_id, "ada");
 
         shutdown.cancel();
-        assert!(ada.next().await.is_none());
-        assert!(all.next().await.is_none());
+        for watch in [&mut ada, &mut all] {
+            let ended = watch.next().await.unwrap().unwrap_err();
+            assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+            assert!(watch.next().await.is_none(), "the stream ends after its error");
+        }
     }
 
     #[tokio::test]
     async fn a_gap_or_lag_ends_a_watch_with_aborted() {
-        let (events, shutdown) = (OrderEvents::new(), CancellationToken::new());
-        let mut gapped = events.watch(None, shutdown.clone());
+        let (events, shutdown) = (OrderEvents::new(DEFAULT_MAX_WATCHERS), CancellationToken::new());
+        let mut gapped = events.watch(None, shutdown.clone()).unwrap();
         events.interrupted();
         events.publish(OrderEventType::Created, &order_of("ada"));
         assert_eq!(
@@ -149,7 +225,7 @@ mod tests {
         );
         assert!(gapped.next().await.is_none(), "the stream ends after its error");
 
-        let mut slow = events.watch(None, shutdown);
+        let mut slow = events.watch(None, shutdown).unwrap();
         for _ in 0..=CAPACITY {
             events.publish(OrderEventType::Created, &order_of("ada"));
         }
@@ -157,5 +233,32 @@ mod tests {
         assert_eq!(error.code(), tonic::Code::Aborted);
         assert!(error.message().contains("1 events behind"), "{}", error.message());
         assert!(slow.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn at_most_max_watchers_are_open_at_once() {
+        let (events, shutdown) = (OrderEvents::new(2), CancellationToken::new());
+        let mut first = events.watch(None, shutdown.clone()).unwrap();
+        let second = events.watch(user("ada"), shutdown.clone()).unwrap();
+        assert_eq!(events.watch(None, shutdown.clone()).err().unwrap().0, 2);
+
+        drop(second);
+        let mut third = events
+            .watch(None, shutdown.clone())
+            .expect("a closed watch frees its slot");
+        events.publish(OrderEventType::Created, &order_of("ada"));
+        assert_eq!(first.next().await.unwrap().unwrap().order.unwrap().user_id, "ada");
+        assert_eq!(third.next().await.unwrap().unwrap().order.unwrap().user_id, "ada");
+    }
+
+    #[test]
+    fn an_event_is_made_once_and_shared_by_every_watcher() {
+        let events = OrderEvents::new(2);
+        let (mut one, mut two) = (events.sender.subscribe(), events.sender.subscribe());
+        events.publish(OrderEventType::Created, &order_of("ada"));
+        match (one.try_recv(), two.try_recv()) {
+            (Ok(FeedItem::Event(one)), Ok(FeedItem::Event(two))) => assert!(Arc::ptr_eq(&one, &two)),
+            other => panic!("expected one event each, got {other:?}"),
+        }
     }
 }

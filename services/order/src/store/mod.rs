@@ -9,31 +9,48 @@
 
 mod relay;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use meshwork::{error::ApiError, server::Readiness};
+use meshwork::{error::ApiError, proto::order::v1::OrderEventType, server::Readiness};
 use meshwork_database::{Columns, DatabasePoolConfig, DatabaseUrl, Db, Migrations, OpenError, with_pool};
 use sqlx::types::Json;
 use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
-    domain::{Order, OrderId, OrderStatus, RequestId, StoredOrder, UserId},
+    domain::{Fingerprint, Idempotency, Order, OrderId, OrderStatus, RequestId, StoredOrder, UserId},
     order_events::OrderEvents,
 };
 use relay::Announce;
 
 const MIGRATIONS: Migrations = Migrations {
     table: "order_service_migrations",
-    sqlite: &[(
-        1,
-        "create orders",
-        include_str!("../../migrations/sqlite/0001_create_orders.sql"),
-    )],
-    postgres: &[(
-        1,
-        "create orders",
-        include_str!("../../migrations/postgres/0001_create_orders.sql"),
-    )],
+    sqlite: &[
+        (
+            1,
+            "create orders",
+            include_str!("../../migrations/sqlite/0001_create_orders.sql"),
+        ),
+        (
+            2,
+            "request_id per user, with a fingerprint",
+            include_str!("../../migrations/sqlite/0002_request_id_per_user.sql"),
+        ),
+    ],
+    postgres: &[
+        (
+            1,
+            "create orders",
+            include_str!("../../migrations/postgres/0001_create_orders.sql"),
+        ),
+        (
+            2,
+            "request_id per user, with a fingerprint",
+            include_str!("../../migrations/postgres/0002_request_id_per_user.sql"),
+        ),
+    ],
 };
 
 /// The columns of an order row; a macro, not a `const`, because `concat!` takes literals.
@@ -46,10 +63,15 @@ macro_rules! columns {
 const INSERT: &str = concat!(
     "INSERT INTO orders (",
     columns!(),
-    ", request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (request_id) DO NOTHING"
+    ", request_id, request_fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ",
+    "ON CONFLICT (user_id, request_id) DO NOTHING"
 );
 const SELECT_BY_ID: &str = concat!("SELECT ", columns!(), " FROM orders WHERE id = $1");
-const SELECT_BY_REQUEST_ID: &str = concat!("SELECT ", columns!(), " FROM orders WHERE request_id = $1");
+const SELECT_BY_REQUEST_ID: &str = concat!(
+    "SELECT ",
+    columns!(),
+    ", COALESCE(request_fingerprint, '') AS request_fingerprint FROM orders WHERE user_id = $1 AND request_id = $2"
+);
 const SELECT_PAGE: &str = concat!(
     "SELECT ",
     columns!(),
@@ -68,15 +90,25 @@ const CANCEL: &str = concat!(
 pub enum Inserted {
     /// The order is new.
     Created,
-    /// An order with the same `request_id` existed already: this one.
-    Existing(Order),
+    /// An order with the same user and `request_id` existed already: this one.
+    Existing(Keyed),
+}
+
+/// An order found by its user and idempotency key, with the fingerprint of the request
+/// that created it (empty when it was stored before fingerprints were).
+#[derive(Debug)]
+pub struct Keyed {
+    pub order: Order,
+    pub fingerprint: Fingerprint,
 }
 
 /// The storage the handlers need, in domain terms.
 pub struct OrderStore {
     db: Db,
     /// This process, in the notices other replicas get (it has told its own watchers).
-    origin: String,
+    origin: Arc<str>,
+    /// This process's watchers, told of each change right after its commit.
+    events: OrderEvents,
     /// Stops the PostgreSQL relay when the store goes (it stops at shutdown anyway).
     _relay: Option<DropGuard>,
 }
@@ -97,60 +129,80 @@ impl OrderStore {
             Db::Postgres(pool) => Some(relay::start(
                 pool.clone(),
                 origin.clone(),
-                events,
+                events.clone(),
                 shutdown.child_token(),
             )),
             Db::Sqlite(_) => None,
         };
         Ok(Self {
             db,
-            origin,
+            origin: origin.into(),
+            events,
             _relay: relay,
         })
     }
 
-    /// Stores `order` unless one with the same `request_id` exists (the database enforces
-    /// this, so concurrent calls with one key create one order).
+    /// Stores `order` unless one of the same user with the same `request_id` exists (the
+    /// database enforces this, so concurrent calls with one key create one order), and
+    /// tells this process's watchers once it is committed.
     #[tracing::instrument(name = "INSERT orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "INSERT", db.collection.name = "orders"))]
-    pub async fn insert(
-        &self,
-        order: &Order,
-        request_id: Option<&RequestId>,
-    ) -> Result<Inserted, StoreError> {
-        let created = with_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
-            let inserted = sqlx::query(INSERT)
-                .bind(order.id.as_str())
-                .bind(order.user_id.as_str())
-                .bind(Json(&order.items))
-                .bind(order.total_cents.get())
-                .bind(order.status.as_str())
-                .bind(order.create_time)
-                .bind(order.update_time)
-                .bind(request_id.map(RequestId::as_str))
-                .execute(&mut *tx)
-                .await?;
-            let created = inserted.rows_affected() == 1;
+    pub async fn insert(&self, order: &Order, key: Option<&Idempotency>) -> Result<Inserted, StoreError> {
+        let (db, origin, events) = (self.db.clone(), self.origin.clone(), self.events.clone());
+        let user_id = &order.user_id;
+        let (order, owned_key) = (order.clone(), key.cloned());
+        let created = committed(async move {
+            let key = owned_key.as_ref();
+            let created = with_pool!(&db, |pool| {
+                let mut tx = pool.begin().await?;
+                let inserted = sqlx::query(INSERT)
+                    .bind(order.id.as_str())
+                    .bind(order.user_id.as_str())
+                    .bind(Json(&order.items))
+                    .bind(order.total_cents.get())
+                    .bind(order.status.as_str())
+                    .bind(order.create_time)
+                    .bind(order.update_time)
+                    .bind(key.map(|key| key.request_id.as_str()))
+                    .bind(key.map(|key| key.fingerprint.as_str()))
+                    .execute(&mut *tx)
+                    .await?;
+                let created = inserted.rows_affected() == 1;
+                if created {
+                    tx.announce(&origin, &order).await?;
+                }
+                tx.commit().await?;
+                created
+            });
             if created {
-                tx.announce(&self.origin, order).await?;
+                events.publish(OrderEventType::Created, &order);
             }
-            tx.commit().await?;
-            created
+            Ok(created)
         });
-        if created {
+        if created.await? {
             return Ok(Inserted::Created);
         }
-        let request_id = request_id.expect("only a request_id conflict skips the insert");
-        match self.find_by_request_id(request_id).await? {
+        let key = key.expect("only a request_id conflict skips the insert");
+        match self.find_by_request_id(user_id, &key.request_id).await? {
             Some(existing) => Ok(Inserted::Existing(existing)),
             None => Err(StoreError::NotFound),
         }
     }
 
-    /// The order first created with this idempotency key, if any.
+    /// The order of `user_id` first created with this idempotency key, if any.
     #[tracing::instrument(name = "SELECT orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "SELECT", db.collection.name = "orders"))]
-    pub async fn find_by_request_id(&self, request_id: &RequestId) -> Result<Option<Order>, StoreError> {
-        select_one(&self.db, SELECT_BY_REQUEST_ID, request_id.as_str()).await
+    pub async fn find_by_request_id(
+        &self,
+        user_id: &UserId,
+        request_id: &RequestId,
+    ) -> Result<Option<Keyed>, StoreError> {
+        with_pool!(&self.db, |pool| {
+            let row = sqlx::query(SELECT_BY_REQUEST_ID)
+                .bind(user_id.as_str())
+                .bind(request_id.as_str())
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref().map(keyed_from).transpose()
+        })
     }
 
     /// The order with this id.
@@ -183,33 +235,55 @@ impl OrderStore {
     /// Cancels a pending order at time `now` and returns it.
     #[tracing::instrument(name = "UPDATE orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "UPDATE", db.collection.name = "orders"))]
     pub async fn cancel(&self, id: &OrderId, now: i64) -> Result<Order, StoreError> {
-        let cancelled = with_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
-            let row = sqlx::query(CANCEL)
-                .bind(now)
-                .bind(id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-            match row {
-                Some(row) => {
-                    let order = order_from(&row)?;
-                    tx.announce(&self.origin, &order).await?;
-                    tx.commit().await?;
-                    Some(order)
+        let (db, origin, events) = (self.db.clone(), self.origin.clone(), self.events.clone());
+        let owned_id = id.clone();
+        let cancelled = committed(async move {
+            let cancelled = with_pool!(&db, |pool| {
+                let mut tx = pool.begin().await?;
+                let row = sqlx::query(CANCEL)
+                    .bind(now)
+                    .bind(owned_id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                match row {
+                    Some(row) => {
+                        let order = order_from(&row)?;
+                        tx.announce(&origin, &order).await?;
+                        tx.commit().await?;
+                        Some(order)
+                    }
+                    None => {
+                        tx.rollback().await?;
+                        None
+                    }
                 }
-                None => {
-                    tx.rollback().await?;
-                    None
-                }
+            });
+            if let Some(order) = &cancelled {
+                events.publish(OrderEventType::Cancelled, order);
             }
+            Ok(cancelled)
         });
-        match cancelled {
+        match cancelled.await? {
             Some(order) => Ok(order),
             None => match self.get(id).await? {
                 order if order.status == OrderStatus::Cancelled => Err(StoreError::AlreadyCancelled),
                 _ => Err(StoreError::NotFound),
             },
         }
+    }
+}
+
+/// Runs `change`, a transaction and the telling of this process's watchers after its
+/// commit, in a task of its own: a caller dropped mid-way (its client cancelled, or its
+/// deadline passed) cannot stop it between the commit and the telling, so every committed
+/// change reaches the watchers.
+async fn committed<T: Send + 'static>(
+    change: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::spawn(change.in_current_span()).await {
+        Ok(result) => result,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => Err(StoreError::Interrupted(error)),
     }
 }
 
@@ -247,6 +321,14 @@ fn order_from(row: &impl Columns) -> Result<Order, StoreError> {
     }))
 }
 
+/// An order and its request's fingerprint, from a row of [`SELECT_BY_REQUEST_ID`].
+fn keyed_from(row: &impl Columns) -> Result<Keyed, StoreError> {
+    Ok(Keyed {
+        order: order_from(row)?,
+        fingerprint: Fingerprint::from_stored(row.text("request_fingerprint")?),
+    })
+}
+
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -260,6 +342,8 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
     #[error("stored order {0} is corrupt: {1}")]
     Corrupt(String, String),
+    #[error("the change was interrupted: {0}")]
+    Interrupted(#[source] tokio::task::JoinError),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -293,6 +377,7 @@ impl StoreError {
             }
             Self::Database(cause) => ApiError::internal(cause),
             corrupt @ Self::Corrupt(..) => ApiError::internal(corrupt),
+            interrupted @ Self::Interrupted(..) => ApiError::internal(interrupted),
         }
     }
 }
@@ -315,11 +400,11 @@ mod tests {
             database_statement_timeout: Duration::from_secs(5),
         };
         let shutdown = CancellationToken::new();
-        let store = OrderStore::open(&url, &pool, OrderEvents::new(), &shutdown).await;
+        let store = OrderStore::open(&url, &pool, OrderEvents::new(8), &shutdown).await;
         (store.unwrap(), dir)
     }
 
-    fn order(user: &str, request_id: &str) -> (Order, Option<RequestId>) {
+    fn order(user: &str, request_id: &str) -> (Order, Option<Idempotency>) {
         let new = NewOrder::try_from(CreateOrderRequest {
             user_id: user.into(),
             items: vec![pb::OrderItem {
@@ -342,7 +427,10 @@ mod tests {
         ));
         let (again, _) = order("ada", "r-1");
         match store.insert(&again, key.as_ref()).await {
-            Ok(Inserted::Existing(existing)) => assert_eq!(existing, first),
+            Ok(Inserted::Existing(existing)) => {
+                assert_eq!(existing.order, first);
+                assert_eq!(Some(existing.fingerprint), key.map(|key| key.fingerprint));
+            }
             other => panic!("expected the first order, got {other:?}"),
         }
         assert_eq!(
@@ -380,5 +468,89 @@ mod tests {
         ));
         assert!(matches!(store.get(&unknown).await, Err(StoreError::NotFound)));
         assert!(store.is_ready().await);
+    }
+
+    #[tokio::test]
+    async fn a_request_id_is_scoped_to_its_user_and_stored_with_a_fingerprint() {
+        let (store, _dir) = store().await;
+        let (adas, ada_key) = order("ada", "r-1");
+        store.insert(&adas, ada_key.as_ref()).await.unwrap();
+        let (bobs, bob_key) = order("bob", "r-1");
+        assert!(
+            matches!(store.insert(&bobs, bob_key.as_ref()).await, Ok(Inserted::Created)),
+            "another user's key is another request"
+        );
+        let ada = UserId::parse("ada".into()).unwrap();
+        let first = store
+            .find_by_request_id(&ada, &ada_key.as_ref().unwrap().request_id)
+            .await;
+        let first = first.unwrap().unwrap();
+        assert_eq!(first.order, adas);
+        assert_eq!(first.fingerprint, ada_key.unwrap().fingerprint);
+        assert_ne!(first.fingerprint, bob_key.unwrap().fingerprint);
+    }
+
+    #[tokio::test]
+    async fn a_change_is_committed_and_published_even_when_its_caller_is_dropped() {
+        let (store, _dir) = store().await;
+        let mut watch = store.events.watch(None, CancellationToken::new()).unwrap();
+        let (placed, key) = order("ada", "r-1");
+        {
+            // Polled once, then dropped: the commit and its event happen all the same.
+            let insert = std::pin::pin!(store.insert(&placed, key.as_ref()));
+            assert!(futures::poll!(insert).is_pending());
+        }
+        let event = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut watch)).await;
+        let event = event.expect("an event").unwrap().unwrap();
+        assert_eq!(event.order.unwrap().id, placed.id.as_str());
+        assert_eq!(store.get(&placed.id).await.unwrap(), placed);
+    }
+
+    #[tokio::test]
+    async fn orders_stored_before_fingerprints_keep_their_key_and_accept_a_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::Sqlite(dir.path().join("order.db"));
+        let pool = DatabasePoolConfig {
+            database_max_connections: 2,
+            database_acquire_timeout: Duration::from_secs(2),
+            database_statement_timeout: Duration::from_secs(5),
+        };
+        let version_1 = Migrations {
+            sqlite: &MIGRATIONS.sqlite[..1],
+            ..MIGRATIONS
+        };
+        let old = Db::open(&url, &pool, &version_1).await.unwrap();
+        with_pool!(&old, |pool| {
+            sqlx::query(concat!(
+                "INSERT INTO orders (",
+                columns!(),
+                ", request_id) VALUES ('o-1', 'ada', '[]', 0, 'PENDING', 1, 1, 'r-1')"
+            ))
+            .execute(pool)
+            .await
+            .unwrap();
+        });
+        drop(old);
+
+        let shutdown = CancellationToken::new();
+        let store = OrderStore::open(&url, &pool, OrderEvents::new(8), &shutdown)
+            .await
+            .unwrap();
+        let ada = UserId::parse("ada".into()).unwrap();
+        let (_, key) = order("ada", "r-1");
+        let key = key.unwrap();
+        let first = store
+            .find_by_request_id(&ada, &key.request_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.order.id.as_str(), "o-1");
+        assert_eq!(first.fingerprint.as_str(), "", "unknown");
+        assert!(key.fingerprint.repeats(&first.fingerprint));
+        let (bobs, bob_key) = order("bob", "r-1");
+        assert!(matches!(
+            store.insert(&bobs, bob_key.as_ref()).await,
+            Ok(Inserted::Created)
+        ));
     }
 }

@@ -110,9 +110,16 @@ async fn relay_notices(pool: PgPool, origin: String, events: OrderEvents) {
                 continue;
             }
         };
-        let Ok(notice) = serde_json::from_str::<Notice>(notification.payload()) else {
-            tracing::warn!(payload = notification.payload(), "unreadable order notice");
-            continue;
+        // A notice that cannot be read, or whose order cannot be read back, is a change the
+        // watchers would miss: a gap (they end with ABORTED, re-list and watch again).
+        let notice = match serde_json::from_str::<Notice>(notification.payload()) {
+            Ok(notice) => notice,
+            Err(error) => {
+                let payload: String = notification.payload().chars().take(200).collect();
+                tracing::warn!(%error, %payload, "unreadable order notice; watchers may miss an event");
+                events.interrupted();
+                continue;
+            }
         };
         if notice.origin == origin {
             continue;
@@ -121,7 +128,16 @@ async fn relay_notices(pool: PgPool, origin: String, events: OrderEvents) {
             Some(order) => order,
             None => match select_one(&db, SELECT_BY_ID, &notice.order_id).await {
                 Ok(Some(order)) => order,
-                _ => continue,
+                Ok(None) => {
+                    tracing::warn!(order_id = %notice.order_id, "noticed order not found; watchers may miss an event");
+                    events.interrupted();
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, order_id = %notice.order_id, "cannot read a noticed order; watchers may miss an event");
+                    events.interrupted();
+                    continue;
+                }
             },
         };
         let kind = if notice.cancelled {
