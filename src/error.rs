@@ -25,6 +25,9 @@ pub enum ApiError {
     /// The system is not in the state the call needs (AIP-193 `FAILED_PRECONDITION`).
     #[error("{message}")]
     FailedPrecondition { reason: &'static str, message: String },
+    /// A limit of this server is reached (too many watches); the caller may retry later.
+    #[error("{message}")]
+    ResourceExhausted { reason: &'static str, message: String },
     /// A dependency cannot be reached; the caller may retry with backoff.
     #[error("{message}")]
     Unavailable { reason: &'static str, message: String },
@@ -60,6 +63,7 @@ impl ApiError {
             }
             Self::AlreadyExists { reason, .. } => (Code::AlreadyExists, reason),
             Self::FailedPrecondition { reason, .. } => (Code::FailedPrecondition, reason),
+            Self::ResourceExhausted { reason, .. } => (Code::ResourceExhausted, reason),
             Self::Unavailable { reason, .. } => (Code::Unavailable, reason),
             Self::DeadlineExceeded => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
             Self::Internal(cause) => {

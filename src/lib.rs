@@ -1,32 +1,36 @@
-//! The shared runtime of the Meshwork services. Each service binary is its domain (handlers
-//! and storage) plus one call into this crate; everything cross-cutting is written here once.
+//! The server runtime of the Meshwork services. Each service binary is its domain (handlers
+//! and storage) plus one call into this crate; everything cross-cutting on the server side is
+//! written here once. (The generated code is `meshwork-proto`'s, what a call is
+//! `meshwork-rpc`'s, databases `meshwork-database`'s.)
 //!
-//! - [`config`]: settings from the environment and command-line flags, parsed before any port
-//!   is bound; a bad value exits with status 2 and a one-line error naming the setting.
-//! - [`telemetry`]: logs (`RUST_LOG`, `LOG_FORMAT=json`, trace ids on every line) and
-//!   OpenTelemetry traces exported over OTLP/gRPC, configured by the `OTEL_*` settings.
-//! - [`metrics_endpoint`]: the `/metrics` HTTP server (the metrics are `meshwork-rpc`'s).
-//! - [`server`]: bootstrap of one gRPC server: health, reflection, the tower layer stack, and
-//!   a graceful drain on SIGTERM/SIGINT.
-//! - [`connection`]: one HTTP/2 connection's life: drained on shutdown, closed when idle.
+//! What services use:
+//! - [`config`]: [`ServerConfig`], the settings every server has, parsed from the environment
+//!   and flags before any port is bound; a bad value exits with status 2 and one line.
+//! - [`server`]: [`run`] binds, serves [`GrpcServices`] (with health, `liveness`,
+//!   reflection and the layer stack) until SIGTERM/SIGINT, drains, flushes telemetry; a
+//!   [`Readiness`] check makes health follow a database.
+//! - [`telemetry`]: logs and OpenTelemetry traces (`RUST_LOG`, `LOG_FORMAT`, `OTEL_*`).
 //! - [`shutdown`]: the signal that starts the drain, shared with long-lived streams.
-//! - [`layers`]: the cross-cutting concerns, one tower layer each: observing a call (span,
-//!   metrics, access log), load shedding, deadlines, status codes.
-//! - [`error`]: [`error::ApiError`], the one mapping from domain failures to `tonic::Status`
-//!   with `google.rpc` error details.
-//! - [`pagination`]: AIP-158 page sizes and opaque page tokens.
-//! - [`time`]: conversion between stored times and `google.protobuf.Timestamp`.
+//! - [`error`]: [`ApiError`], the one mapping from domain failures to `tonic::Status` with
+//!   `google.rpc` details, and [`FieldViolations`], the collector that parses a request.
+//! - [`pagination`]: AIP-158 page sizes, opaque page tokens, pages cut to fit a message.
+//! - [`time`]: stored times and `google.protobuf.Timestamp`.
+//!
+//! Internal: `layers` (observe, load shedding, deadline, status codes, panics: one tower
+//! layer each, composed in `server.rs`), `connection` (one HTTP/2 connection's life: preface
+//! timeout, drain, idle close), `metrics_endpoint` (the `/metrics` HTTP server).
 
 pub mod config;
-pub mod connection;
+mod connection;
 pub mod error;
-pub mod layers;
-pub mod metrics_endpoint;
+mod layers;
+mod metrics_endpoint;
 pub mod pagination;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;
 
-/// The generated code, re-exported for the services while they move to `meshwork_proto`.
-pub use meshwork_proto as proto;
+pub use config::{Defaults, ServerConfig};
+pub use error::{ApiError, FieldViolations, respond};
+pub use server::{GrpcServices, Readiness, run};

@@ -55,15 +55,10 @@ impl PageRequest {
     }
 
     /// Cuts the fetched rows to the page and makes the `next_page_token` ("" at the end).
-    pub fn finish<T>(&self, rows: Vec<T>, filter: &str, id: impl Fn(&T) -> &str) -> (Vec<T>, String) {
-        self.finish_within(rows, filter, id, |_| 0, usize::MAX)
-    }
-
-    /// Like [`finish`](Self::finish), and the page is also cut short where its rows, encoded
-    /// (`encoded_len`), would no longer fit a response of `max_bytes`: a list answers with a
-    /// shorter page and a token for the rest rather than fail. A page holds at least one row,
-    /// so a walk always moves on.
-    pub fn finish_within<T>(
+    /// The page is also cut short where its rows, encoded (`encoded_len`), would no longer
+    /// fit a response of `max_bytes`: a list answers with a shorter page and a token for the
+    /// rest rather than fail. A page holds at least one row, so a walk always moves on.
+    pub fn finish<T>(
         &self,
         mut rows: Vec<T>,
         filter: &str,
@@ -159,7 +154,7 @@ mod tests {
     #[test]
     fn token_round_trips_only_for_the_same_filter() {
         let page = parse(2, "", "user-1").unwrap();
-        let (rows, token) = page.finish(vec!["a", "b", "c"], "user-1", |s| s);
+        let (rows, token) = page.finish(vec!["a", "b", "c"], "user-1", |s| s, |_| 0, usize::MAX);
         assert_eq!(rows, ["a", "b"]);
         assert_eq!(parse(2, &token, "user-1").unwrap().after.as_deref(), Some("b"));
         assert_eq!(parse(2, &token, "user-2"), Err(vec!["page_token".into()]));
@@ -168,7 +163,7 @@ mod tests {
     #[test]
     fn last_page_has_empty_token() {
         let page = parse(3, "", "").unwrap();
-        let (rows, token) = page.finish(vec!["a", "b", "c"], "", |s| s);
+        let (rows, token) = page.finish(vec!["a", "b", "c"], "", |s| s, |_| 0, usize::MAX);
         assert_eq!(rows.len(), 3);
         assert_eq!(token, "");
     }
@@ -178,11 +173,11 @@ mod tests {
         let page = parse(10, "", "").unwrap();
         let rows: Vec<String> = (0..10).map(|i| format!("{i:0>3}")).collect();
         // Each row "weighs" 1000 bytes: 4 fit in 5 KiB once the overhead is kept.
-        let (kept, token) = page.finish_within(rows.clone(), "", |s| s, |_| 1000, 5 * 1024);
+        let (kept, token) = page.finish(rows.clone(), "", |s| s, |_| 1000, 5 * 1024);
         assert_eq!(kept, ["000", "001", "002", "003"]);
         assert_eq!(parse(10, &token, "").unwrap().after.as_deref(), Some("003"));
         // A row too big for any page still makes a page of one: the walk moves on.
-        let (kept, token) = page.finish_within(rows, "", |s| s, |_| 1 << 30, 5 * 1024);
+        let (kept, token) = page.finish(rows, "", |s| s, |_| 1 << 30, 5 * 1024);
         assert_eq!(kept, ["000"]);
         assert!(!token.is_empty());
     }

@@ -18,7 +18,7 @@ use std::{
 
 use clap::{Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
-use meshwork::proto::{
+use meshwork_proto::{
     hello::v1::{SayHelloRequest, hello_service_client::HelloServiceClient},
     order::v1::{CreateOrderRequest, OrderItem, order_service_client::OrderServiceClient},
     user::v1::{CreateUserRequest, GetUserRequest, user_service_client::UserServiceClient},

@@ -1,6 +1,6 @@
 //! Requests the tests make again and again.
 
-use meshwork::proto::{
+use meshwork_proto::{
     order::v1::{CreateOrderRequest, OrderItem},
     user::v1::CreateUserRequest,
 };

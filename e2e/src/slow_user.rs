@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use meshwork::proto::user::v1::{
+use meshwork_proto::user::v1::{
     CreateUserRequest, CreateUserResponse, DeleteUserRequest, DeleteUserResponse, GetUserRequest,
     GetUserResponse, ListUsersRequest, ListUsersResponse, UpdateUserRequest, UpdateUserResponse, User,
     user_service_server::{UserService, UserServiceServer},

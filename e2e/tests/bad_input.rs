@@ -1,10 +1,10 @@
 //! What broken or hostile clients send: the right status, nothing stored, the process up.
 
-use meshwork::proto::{
+use meshwork_e2e::{Mesh, Spawn, bad_request_fields, raw};
+use meshwork_proto::{
     order::v1::{CreateOrderRequest, ListOrdersRequest, OrderItem},
     user::v1::{CreateUserRequest, ListUsersRequest},
 };
-use meshwork_e2e::{Mesh, Spawn, bad_request_fields, raw};
 use tonic::Code;
 
 #[tokio::test]

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use meshwork::proto::hello::v1::SayHelloRequest;
 use meshwork_e2e::{PATIENCE, Spawn};
+use meshwork_proto::hello::v1::SayHelloRequest;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,

@@ -1,7 +1,7 @@
 //! hello-service as a client sees it: the greeting and the health service.
 
-use meshwork::proto::hello::v1::SayHelloRequest;
 use meshwork_e2e::Spawn;
+use meshwork_proto::hello::v1::SayHelloRequest;
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 

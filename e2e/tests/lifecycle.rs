@@ -3,8 +3,8 @@
 
 use std::process::Command;
 
-use meshwork::proto::order::v1::{CreateOrderRequest, OrderItem, WatchOrdersRequest};
 use meshwork_e2e::{Spawn, binary};
+use meshwork_proto::order::v1::{CreateOrderRequest, OrderItem, WatchOrdersRequest};
 use tokio::{io::AsyncReadExt, net::TcpListener};
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};

@@ -7,11 +7,11 @@ use std::{
     process::{Command, Stdio},
 };
 
-use meshwork::proto::{
+use meshwork_e2e::{Mesh, Spawn, fixtures::an_order, otlp::OtlpReceiver};
+use meshwork_proto::{
     hello::v1::SayHelloRequest,
     user::v1::{CreateUserRequest, GetUserRequest},
 };
-use meshwork_e2e::{Mesh, Spawn, fixtures::an_order, otlp::OtlpReceiver};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::Value;
 use tonic::Code;

@@ -2,14 +2,14 @@
 
 use std::collections::HashSet;
 
-use meshwork::proto::{
+use meshwork_e2e::{Mesh, Spawn, bad_request_fields, error_info, raw::plain_http2};
+use meshwork_proto::{
     order::v1::{
         CancelOrderRequest, CreateOrderRequest, GetOrderRequest, ListOrdersRequest, Order, OrderEventType,
         OrderItem, OrderStatus, WatchOrdersRequest,
     },
     user::v1::CreateUserRequest,
 };
-use meshwork_e2e::{Mesh, Spawn, bad_request_fields, error_info, raw::plain_http2};
 use tokio::net::TcpListener;
 use tonic::{Code, transport::Channel};
 
@@ -431,4 +431,47 @@ async fn the_callers_deadline_is_deadline_exceeded_and_a_slow_user_service_unava
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::Unavailable);
+}
+
+#[tokio::test]
+async fn a_page_too_large_for_max_message_bytes_is_cut_short_not_failed() {
+    let user = Spawn::new("user-service").start();
+    let order = Spawn::new("order-service")
+        .env("USER_SERVICE_URL", user.url())
+        .env("MAX_MESSAGE_BYTES", "4096")
+        .start();
+    let mesh = Mesh { user, order };
+    let ada = new_user(&mesh, "ada@example.com").await;
+    let mut orders = mesh.order.orders().await;
+    let big = || CreateOrderRequest {
+        user_id: ada.clone(),
+        items: (0..20).map(|i| item(&format!("sku-{i:0>40}"), 1, 100)).collect(),
+        request_id: String::new(),
+    };
+    for _ in 0..12 {
+        create(&mut orders, big()).await.unwrap();
+    }
+
+    let (mut seen, mut token, mut pages) = (std::collections::HashSet::new(), String::new(), 0);
+    loop {
+        let request = ListOrdersRequest {
+            user_id: String::new(),
+            page_size: 50,
+            page_token: token,
+        };
+        let page = orders
+            .list_orders(request)
+            .await
+            .expect("a page, not an error")
+            .into_inner();
+        assert!(page.orders.len() < 12, "cut short: {} orders", page.orders.len());
+        seen.extend(page.orders.into_iter().map(|order| order.id));
+        pages += 1;
+        assert!(pages <= 12, "the walk ends");
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen.len(), 12, "every order once, over {pages} pages");
 }

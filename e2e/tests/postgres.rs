@@ -10,15 +10,15 @@
 
 use std::{collections::HashSet, path::PathBuf, process::Command, sync::Arc};
 
-use meshwork::proto::{
-    order::v1::{CancelOrderRequest, ListOrdersRequest, OrderEventType, WatchOrdersRequest},
-    user::v1::GetUserRequest,
-};
 use meshwork_e2e::{
     Service, Spawn,
     database::{TestDatabase, required_postgres_url},
     eventually,
     fixtures::{an_order, an_order_with_key, new_user},
+};
+use meshwork_proto::{
+    order::v1::{CancelOrderRequest, ListOrdersRequest, OrderEventType, WatchOrdersRequest},
+    user::v1::GetUserRequest,
 };
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};

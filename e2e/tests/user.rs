@@ -2,10 +2,10 @@
 
 use std::collections::HashSet;
 
-use meshwork::proto::user::v1::{
+use meshwork_e2e::{Spawn, bad_request_fields, error_info};
+use meshwork_proto::user::v1::{
     CreateUserRequest, DeleteUserRequest, GetUserRequest, ListUsersRequest, UpdateUserRequest, User,
 };
-use meshwork_e2e::{Spawn, bad_request_fields, error_info};
 use tonic::{Code, transport::Channel};
 
 type Client = meshwork_clients::UserServiceClient<Channel>;

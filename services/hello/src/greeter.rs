@@ -1,6 +1,6 @@
 //! The greeting itself.
 
-use meshwork::proto::hello::v1::{SayHelloRequest, SayHelloResponse, hello_service_server::HelloService};
+use meshwork_proto::hello::v1::{SayHelloRequest, SayHelloResponse, hello_service_server::HelloService};
 use tonic::{Request, Response, Status};
 
 /// `hello.v1.HelloService`. Stateless, so there is nothing to store.

@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use meshwork::{
     config::{self, Defaults, ServerConfig},
-    proto::hello::v1::hello_service_server::HelloServiceServer,
     server::{self, GrpcServices},
     shutdown, telemetry,
 };
+use meshwork_proto::hello::v1::hello_service_server::HelloServiceServer;
 
 /// Settings of hello-service (environment variables or flags).
 #[derive(Parser, Debug)]

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use meshwork::{
     error::{ApiError, FieldViolations, respond},
     pagination::PageRequest,
-    proto::order::v1::{
-        self as pb,
-        order_service_server::{OrderService, SERVICE_NAME},
-    },
     time::now_micros,
 };
 use meshwork_clients::Deadline;
+use meshwork_proto::order::v1::{
+    self as pb,
+    order_service_server::{OrderService, SERVICE_NAME},
+};
+use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -28,6 +29,8 @@ pub struct OrderApi {
     users: Arc<dyn UserDirectory>,
     events: OrderEvents,
     shutdown: CancellationToken,
+    /// The largest response (`MAX_MESSAGE_BYTES`): a ListOrders page is cut to fit it.
+    max_message_bytes: usize,
 }
 
 impl OrderApi {
@@ -36,12 +39,14 @@ impl OrderApi {
         users: Arc<dyn UserDirectory>,
         events: OrderEvents,
         shutdown: CancellationToken,
+        max_message_bytes: usize,
     ) -> Self {
         Self {
             store,
             users,
             events,
             shutdown,
+            max_message_bytes,
         }
     }
 
@@ -92,9 +97,16 @@ impl OrderApi {
             .list(user_id.as_ref(), page.after.as_deref(), page.fetch_limit())
             .await
             .map_err(|e| e.into_api(""))?;
-        let (orders, next_page_token) = page.finish(orders, &filter, |order| order.id.as_str());
+        let orders: Vec<pb::Order> = orders.into_iter().map(Into::into).collect();
+        let (orders, next_page_token) = page.finish(
+            orders,
+            &filter,
+            |order| order.id.as_str(),
+            Message::encoded_len,
+            self.max_message_bytes,
+        );
         Ok(pb::ListOrdersResponse {
-            orders: orders.into_iter().map(Into::into).collect(),
+            orders,
             next_page_token,
         })
     }
@@ -189,7 +201,11 @@ impl OrderService for OrderApi {
         match self.events.watch(user_id, self.shutdown.clone()) {
             Ok(watch) => Ok(Response::new(watch)),
             // Answered at once: the caller may retry later, or elsewhere.
-            Err(full) => Err(Status::resource_exhausted(format!("{full}; retry later"))),
+            Err(full) => Err(ApiError::ResourceExhausted {
+                reason: "TOO_MANY_WATCHES",
+                message: format!("{full}; retry later"),
+            }
+            .into_status(SERVICE_NAME)),
         }
     }
 }

@@ -4,9 +4,9 @@
 
 use meshwork::{
     error::{AllChecked, ApiError, Checked, FieldViolations},
-    proto::order::v1 as pb,
     time::timestamp,
 };
+use meshwork_proto::order::v1 as pb;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;

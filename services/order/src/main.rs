@@ -18,12 +18,12 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 use clap::Parser;
 use meshwork::{
     config::{self, Defaults, ServerConfig},
-    proto::order::v1::order_service_server::OrderServiceServer,
     server::{self, GrpcServices},
     shutdown, telemetry,
 };
 use meshwork_clients::{ChannelOptions, Target};
 use meshwork_database::{DatabasePoolConfig, DatabaseUrl};
+use meshwork_proto::order::v1::order_service_server::OrderServiceServer;
 
 /// Settings of order-service (environment variables or flags).
 #[derive(Parser, Debug)]
@@ -125,7 +125,13 @@ async fn main() -> ExitCode {
     };
     let channel = meshwork_clients::connect(&config.user_service_url, &config.user_channel());
     let users = users::GrpcUserDirectory::new(channel);
-    let api = api::OrderApi::new(store.clone(), Arc::new(users), events, shutdown.clone());
+    let api = api::OrderApi::new(
+        store.clone(),
+        Arc::new(users),
+        events,
+        shutdown.clone(),
+        config.server.max_message_bytes,
+    );
     let orders = OrderServiceServer::new(api)
         .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(config.server.max_message_bytes);

@@ -16,7 +16,7 @@
 use std::{pin::Pin, sync::Arc};
 
 use futures::{Stream, StreamExt};
-use meshwork::proto::order::v1::{self as pb, OrderEventType};
+use meshwork_proto::order::v1::{self as pb, OrderEventType};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 use tokio_util::sync::CancellationToken;
@@ -169,7 +169,7 @@ fn message(item: Result<FeedItem, BroadcastStreamRecvError>, user_id: Option<&Us
 
 #[cfg(test)]
 mod tests {
-    use meshwork::proto::order::v1::CreateOrderRequest;
+    use meshwork_proto::order::v1::CreateOrderRequest;
 
     use super::*;
     use crate::domain::NewOrder;

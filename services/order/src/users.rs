@@ -1,8 +1,9 @@
 //! Does a user exist? The Order service asks the User service over gRPC.
 
 use async_trait::async_trait;
-use meshwork::{error::ApiError, proto::user::v1::GetUserRequest};
+use meshwork::error::ApiError;
 use meshwork_clients::{Deadline, MeshChannel, UserServiceClient};
+use meshwork_proto::user::v1::GetUserRequest;
 use tonic::Code;
 
 /// The question CreateOrder asks before it stores anything.

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use meshwork::{
     error::{ApiError, FieldViolations, respond},
     pagination::PageRequest,
-    proto::user::v1::{
-        self as pb,
-        user_service_server::{SERVICE_NAME, UserService},
-    },
     time::now_micros,
+};
+use meshwork_proto::user::v1::{
+    self as pb,
+    user_service_server::{SERVICE_NAME, UserService},
 };
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -70,7 +70,7 @@ impl UserApi {
             .await
             .map_err(|e| e.into_api(""))?;
         let users: Vec<pb::User> = users.into_iter().map(Into::into).collect();
-        let (users, next_page_token) = page.finish_within(
+        let (users, next_page_token) = page.finish(
             users,
             "",
             |user| user.id.as_str(),

@@ -2,10 +2,8 @@
 //! turns a request into one of these types once (collecting every bad field), and
 //! nothing past that point sees a raw, unchecked string.
 
-use meshwork::{
-    error::{ApiError, FieldViolations},
-    proto::user::v1 as pb,
-};
+use meshwork::error::{ApiError, FieldViolations};
+use meshwork_proto::user::v1 as pb;
 use uuid::Uuid;
 
 /// A stored user.

@@ -13,11 +13,11 @@ use std::{process::ExitCode, sync::Arc};
 use clap::Parser;
 use meshwork::{
     config::{self, Defaults, ServerConfig},
-    proto::user::v1::user_service_server::UserServiceServer,
     server::{self, GrpcServices},
     shutdown, telemetry,
 };
 use meshwork_database::{DatabasePoolConfig, DatabaseUrl};
+use meshwork_proto::user::v1::user_service_server::UserServiceServer;
 
 /// Settings of user-service (environment variables or flags).
 #[derive(Parser, Debug)]

@@ -12,8 +12,9 @@ mod relay;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use meshwork::{error::ApiError, proto::order::v1::OrderEventType, server::Readiness};
+use meshwork::{error::ApiError, server::Readiness};
 use meshwork_database::{Columns, DatabasePoolConfig, DatabaseUrl, Db, Migrations, OpenError, with_pool};
+use meshwork_proto::order::v1::OrderEventType;
 use sqlx::types::Json;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::Instrument;
@@ -386,7 +387,7 @@ impl StoreError {
 mod tests {
     use std::time::Duration;
 
-    use meshwork::proto::order::v1::{self as pb, CreateOrderRequest};
+    use meshwork_proto::order::v1::{self as pb, CreateOrderRequest};
 
     use super::*;
     use crate::domain::NewOrder;

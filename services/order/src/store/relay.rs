@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use meshwork::proto::order::v1::OrderEventType;
 use meshwork_database::Db;
+use meshwork_proto::order::v1::OrderEventType;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, Sqlite, Transaction, postgres::PgListener};
 use tokio_util::sync::{CancellationToken, DropGuard};
