@@ -564,4 +564,52 @@ mod tests {
             "unknown: accepted"
         );
     }
+
+    mod properties {
+        use meshwork_proto::order::v1 as pb;
+        use proptest::prelude::*;
+
+        use super::super::NewOrder;
+        use meshwork::ApiError;
+
+        fn item() -> impl Strategy<Value = pb::OrderItem> {
+            ("\\PC{0,80}", any::<i32>(), any::<i64>()).prop_map(|(sku, quantity, unit_price_cents)| {
+                pb::OrderItem {
+                    sku,
+                    quantity,
+                    unit_price_cents,
+                }
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Whatever a caller sends, parsing answers: a valid order whose every field is
+            /// within the limits, or INVALID_ARGUMENT with at most 20 violations, never a panic.
+            #[test]
+            fn any_create_order_is_parsed_or_refused_within_limits(
+                user_id in "\\PC{0,140}",
+                request_id in "\\PC{0,140}",
+                items in proptest::collection::vec(item(), 0..120),
+            ) {
+                let request = pb::CreateOrderRequest { user_id, items, request_id };
+                match NewOrder::try_from(request) {
+                    Ok(order) => {
+                        prop_assert!(!order.items.is_empty() && order.items.len() <= 100);
+                        prop_assert!(order.user_id.as_str().len() <= 128);
+                        prop_assert!(!order.user_id.as_str().chars().any(char::is_control));
+                        for item in &order.items {
+                            prop_assert!(item.sku.as_str().chars().count() <= 64);
+                            prop_assert!(!item.sku.as_str().chars().any(char::is_control));
+                        }
+                    }
+                    Err(ApiError::InvalidArgument(violations)) => {
+                        prop_assert!(violations.fields().count() <= 20);
+                    }
+                    Err(other) => prop_assert!(false, "unexpected {other:?}"),
+                }
+            }
+        }
+    }
 }

@@ -321,4 +321,41 @@ mod tests {
             ["update_mask.paths"]
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any name and email are parsed or refused, never a panic; what is accepted is
+            /// within the limits and free of control characters.
+            #[test]
+            fn any_create_user_is_parsed_or_refused_within_limits(name in "\\PC{0,300}", email in "\\PC{0,300}") {
+                match NewUser::try_from(pb::CreateUserRequest { name, email }) {
+                    Ok(user) => {
+                        prop_assert!(user.name.as_str().chars().count() <= 256);
+                        prop_assert!(!user.name.as_str().chars().any(char::is_control));
+                        prop_assert!(user.email.as_str().chars().count() <= 254);
+                        prop_assert!(user.email.as_str().contains('@'));
+                    }
+                    Err(ApiError::InvalidArgument(violations)) => prop_assert!(violations.fields().count() <= 2),
+                    Err(other) => prop_assert!(false, "unexpected {other:?}"),
+                }
+            }
+
+            #[test]
+            fn any_update_mask_is_parsed_or_refused(paths in proptest::collection::vec("\\PC{0,20}", 0..30)) {
+                let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+                if let Err(error) = update("Ada", "ada@example.com", Some(&refs)) {
+                    let ApiError::InvalidArgument(violations) = error else {
+                        return Err(TestCaseError::fail("only INVALID_ARGUMENT"));
+                    };
+                    prop_assert!(violations.fields().count() <= 20);
+                }
+            }
+        }
+    }
 }
