@@ -62,10 +62,7 @@ async fn resolve_forever<S, F>(
                 continue;
             }
         };
-        // An empty answer (every pod restarting at once, a DNS server mid-update) is treated
-        // like a failed lookup, as grpc-go does: calls keep going to the last known endpoints,
-        // whose breakers eject the ones that are really gone.
-        if resolved.is_empty() && !current.is_empty() {
+        if !worth_applying(&current, &resolved) {
             tracing::warn!(%host, "DNS answered no address; keeping the current endpoints");
             continue;
         }
@@ -87,5 +84,25 @@ async fn resolve_forever<S, F>(
             }
         }
         current = resolved;
+    }
+}
+
+/// Whether a DNS answer replaces the endpoints. An empty one (every pod restarting at once, a
+/// DNS server mid-update) does not: it is treated like a failed lookup, as grpc-go does, and
+/// calls keep going to the last known endpoints, whose breakers eject the ones really gone.
+fn worth_applying(current: &HashSet<String>, resolved: &HashSet<String>) -> bool {
+    !resolved.is_empty() || current.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_dns_answer_keeps_the_endpoints() {
+        let known: HashSet<String> = ["http://10.0.0.1:50052".to_owned()].into();
+        assert!(!worth_applying(&known, &HashSet::new()));
+        assert!(worth_applying(&known, &["http://10.0.0.2:50052".to_owned()].into()));
+        assert!(worth_applying(&HashSet::new(), &HashSet::new()), "nothing to keep");
     }
 }
