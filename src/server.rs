@@ -14,6 +14,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
+use meshwork_rpc::ObserveLayer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{body::Body, server::NamedService, service::Routes, transport::server::TcpConnectInfo};
@@ -23,7 +24,9 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 use crate::{
     config::ServerConfig,
     connection::{self, Activity, PrefaceSeen, PrefaceWatch},
-    layers::{CatchPanicLayer, DeadlineLayer, LoadShedLayer, ObserveLayer, SpecStatusCodesLayer},
+    layers::{
+        CallerBody, CatchPanicLayer, DeadlineLayer, LoadShedLayer, ServerObserver, SpecStatusCodesLayer,
+    },
     metrics_endpoint,
     telemetry::Telemetry,
 };
@@ -169,7 +172,7 @@ pub async fn serve(
     let stack = ServiceBuilder::new()
         // The call's method, resolved once; its span (parent: the caller's traceparent); and
         // one end-of-call hook for the span, grpc_server_* metrics, access log, idle timer.
-        .layer(ObserveLayer)
+        .layer(ObserveLayer::new(ServerObserver))
         // Overload: beyond max_concurrent_calls, RESOURCE_EXHAUSTED at once (logged and
         // counted by the layers above, like any answer).
         .layer(LoadShedLayer::new(config.max_concurrent_calls as usize))
@@ -197,7 +200,8 @@ pub async fn serve(
                 // tonic's `Request::remote_addr()` reads this one; the observe layer both.
                 request.extensions_mut().insert(connect_info.clone());
                 request.extensions_mut().insert(activity.clone());
-                request.map(Body::new)
+                // Notes a caller that resets the stream: its call counts Canceled.
+                CallerBody::wrap(request).map(Body::new)
             }
         });
         let preface = Arc::new(PrefaceSeen::default());

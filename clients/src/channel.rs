@@ -18,6 +18,7 @@
 use std::{sync::Arc, time::Duration};
 
 use http::{Request, Response};
+use meshwork_rpc::observe::{Observe, ObserveLayer};
 use tonic::{Status, body::Body, transport::Endpoint};
 use tower::{
     BoxError, ServiceBuilder,
@@ -32,7 +33,7 @@ use tower::{
 use crate::{
     breaker::{Breaker, BreakerPolicy},
     discovery,
-    observe::{Observe, ObserveLayer},
+    observe::ClientObserver,
     retry::{Retry, RetryLayer, RetryPolicy},
     target::Target,
 };
@@ -99,7 +100,7 @@ impl Default for ChannelOptions {
 type Balanced = BoxCloneSyncService<Request<Body>, Response<Body>, Status>;
 
 /// What [`connect`] returns: give it to a generated client, `UserServiceClient::new(..)`.
-pub type MeshChannel = Observe<Retry<Balanced>>;
+pub type MeshChannel = Observe<Retry<Balanced>, ClientObserver>;
 
 /// A channel to `target` with the stack above. Must be called inside a tokio runtime
 /// (discovery runs as a task there). Never waits for a connection.
@@ -128,7 +129,7 @@ pub fn connect(target: &Target, options: &ChannelOptions) -> MeshChannel {
     );
 
     ServiceBuilder::new()
-        .layer(ObserveLayer)
+        .layer(ObserveLayer::new(ClientObserver))
         .layer(RetryLayer::new(retry_policy(options)))
         .service(balanced)
 }

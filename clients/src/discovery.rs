@@ -102,7 +102,13 @@ mod tests {
     fn an_empty_dns_answer_keeps_the_endpoints() {
         let known: HashSet<String> = ["http://10.0.0.1:50052".to_owned()].into();
         assert!(!worth_applying(&known, &HashSet::new()));
-        assert!(worth_applying(&known, &["http://10.0.0.2:50052".to_owned()].into()));
-        assert!(worth_applying(&HashSet::new(), &HashSet::new()), "nothing to keep");
+        assert!(worth_applying(
+            &known,
+            &["http://10.0.0.2:50052".to_owned()].into()
+        ));
+        assert!(
+            worth_applying(&HashSet::new(), &HashSet::new()),
+            "nothing to keep"
+        );
     }
 }

@@ -1,63 +1,26 @@
-//! Observing a call this process makes, once per call (retries included): the outermost
-//! layer of the client stack resolves the method (into the request's extensions, for the
-//! retry layer below), opens a client span, injects its W3C trace context into the
-//! outgoing metadata so the callee's span joins the trace, and hands one end-of-call hook,
-//! [`MadeCall`], to the response: it closes the span and counts the call in the
-//! `grpc_client_*` metrics.
+//! How the client stack observes a call it makes (retries included), for
+//! [`meshwork_rpc::ObserveLayer`]: a client span whose W3C trace context goes into the
+//! outgoing metadata, so the callee's span joins the trace, and one end-of-call hook,
+//! [`MadeCall`], that closes the span and counts the call in the `grpc_client_*` metrics.
 
-use std::{
-    convert::Infallible,
-    pin::Pin,
-    task::{Context, Poll},
-};
-
-use http::{Request, Response};
+use http::Request;
 use meshwork_rpc::{
-    CallEnd, CallGuard, ObservedBody, RpcMethod,
+    CallEnd, Observer, RpcMethod,
     metrics::{CLIENT, CallTimer},
-    observe_response,
 };
 use opentelemetry_http::HeaderInjector;
 use tonic::Code;
-use tower::{Layer, Service};
-use tracing::{Instrument, Span, field::Empty};
+use tracing::{Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// See the module documentation.
+/// The client side's [`Observer`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ObserveLayer;
+pub struct ClientObserver;
 
-impl<S> Layer<S> for ObserveLayer {
-    type Service = Observe<S>;
+impl Observer for ClientObserver {
+    type End = MadeCall;
 
-    fn layer(&self, inner: S) -> Self::Service {
-        Observe { inner }
-    }
-}
-
-/// The service made by [`ObserveLayer`].
-#[derive(Debug, Clone)]
-pub struct Observe<S> {
-    inner: S,
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Observe<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>, Error = Infallible>,
-    S::Future: Send + 'static,
-    ResBody: Send + 'static,
-{
-    type Response = Response<ObservedBody<ResBody, MadeCall>>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let method = RpcMethod::from_path(request.uri().path());
-        request.extensions_mut().insert(method);
+    fn begin<B>(&self, method: RpcMethod, request: &mut Request<B>) -> (Span, MadeCall) {
         let authority = request.uri().authority().cloned();
         let span = tracing::info_span!(
             "grpc.client",
@@ -75,16 +38,11 @@ where
         opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
         });
-        let guard = CallGuard::new(MadeCall {
+        let made = MadeCall {
             span: span.clone(),
             timer: CLIENT.start(method),
-        });
-
-        let call = self.inner.call(request).instrument(span);
-        Box::pin(async move {
-            let Ok(response) = call.await;
-            Ok(observe_response(response, guard))
-        })
+        };
+        (span, made)
     }
 }
 

@@ -7,13 +7,17 @@
 //!   extensions), and the one parser and writer of the `grpc-timeout` header.
 //! - [`call`]: the end of a call — the final status, from the trailers — reported once to a
 //!   [`CallEnd`] hook.
+//! - [`observe`]: the outermost layer of either stack, written once: the method resolved,
+//!   the call run in its side's span, its end reported to its side's hook.
 //! - [`metrics`]: Prometheus metrics with the grpc-ecosystem names, for either side.
 
 pub mod call;
 pub mod deadline;
 pub mod method;
 pub mod metrics;
+pub mod observe;
 
 pub use call::{CallEnd, CallGuard, ObservedBody, code_name, observe_response, status_in};
 pub use deadline::Deadline;
 pub use method::{CallType, Idempotency, RpcMethod};
+pub use observe::{ObserveLayer, Observer};

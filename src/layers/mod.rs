@@ -1,4 +1,5 @@
-//! The server's cross-cutting concerns, one tower `Layer` each. They are composed, in
+//! The server's cross-cutting concerns, one tower `Layer` each (observing a call is
+//! `meshwork-rpc`'s `ObserveLayer`, with this crate's [`ServerObserver`]). They are composed, in
 //! order, in one place: [`crate::server::serve`].
 
 pub mod catch_panic;
@@ -10,5 +11,5 @@ pub mod status_codes;
 pub use catch_panic::CatchPanicLayer;
 pub use deadline::DeadlineLayer;
 pub use load_shed::LoadShedLayer;
-pub use observe::ObserveLayer;
+pub use observe::{CallerBody, ServerObserver};
 pub use status_codes::SpecStatusCodesLayer;

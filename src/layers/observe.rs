@@ -1,15 +1,12 @@
-//! Observing a served call, once: the outermost layer resolves the call's method (into the
-//! request's extensions, for every layer and handler below), opens its span, and hands one
-//! end-of-call hook, [`ServedCall`], to the response. When the call's status is known (in
-//! the trailers, after the body) that hook closes the span, counts the call in the
-//! `grpc_server_*` metrics, writes the access-log line and tells the connection the call
-//! is over (for `MAX_CONNECTION_IDLE`).
-//!
-//! The span is named `<full service>/<method>` with the OpenTelemetry RPC attributes; an
-//! incoming W3C `traceparent`/`tracestate` and `baggage` makes it a child of the caller's.
+//! How the server observes a call it serves, for [`meshwork_rpc::ObserveLayer`] (the
+//! outermost layer: it resolves the method once, into the request's extensions). The span
+//! is named `<full service>/<method>` with the OpenTelemetry RPC attributes; an incoming W3C
+//! `traceparent`/`tracestate` and `baggage` makes it a child of the caller's. One
+//! end-of-call hook, [`ServedCall`], closes the span, counts the call in the
+//! `grpc_server_*` metrics, writes the access-log line and tells the connection the call is
+//! over (for `MAX_CONNECTION_IDLE`), once the status is known (in the trailers).
 
 use std::{
-    convert::Infallible,
     net::SocketAddr,
     pin::Pin,
     sync::{
@@ -20,56 +17,27 @@ use std::{
     time::Instant,
 };
 
-use http::{Request, Response};
+use http::Request;
 use http_body::{Body, Frame, SizeHint};
 use meshwork_rpc::{
-    CallEnd, CallGuard, ObservedBody, RpcMethod, code_name,
+    CallEnd, Observer, RpcMethod, code_name,
     metrics::{CallTimer, SERVER},
-    observe_response,
 };
 use opentelemetry_http::HeaderExtractor;
 use tonic::{Code, transport::server::TcpConnectInfo};
-use tower::{Layer, Service};
-use tracing::{Instrument, Span, field::Empty};
+use tracing::{Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::connection::Activity;
 
-/// See the module documentation.
+/// The server side's [`Observer`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ObserveLayer;
+pub struct ServerObserver;
 
-impl<S> Layer<S> for ObserveLayer {
-    type Service = Observe<S>;
+impl Observer for ServerObserver {
+    type End = ServedCall;
 
-    fn layer(&self, inner: S) -> Self::Service {
-        Observe { inner }
-    }
-}
-
-/// The service made by [`ObserveLayer`].
-#[derive(Debug, Clone)]
-pub struct Observe<S> {
-    inner: S,
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Observe<S>
-where
-    S: Service<Request<CallerBody<ReqBody>>, Response = Response<ResBody>, Error = Infallible>,
-    S::Future: Send + 'static,
-    ResBody: Send + 'static,
-{
-    type Response = Response<ObservedBody<ResBody, ServedCall>>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let method = RpcMethod::from_path(request.uri().path());
-        request.extensions_mut().insert(method);
+    fn begin<B>(&self, method: RpcMethod, request: &mut Request<B>) -> (Span, ServedCall) {
         let connection = request.extensions().get::<TcpConnectInfo>();
         let peer = connection.and_then(TcpConnectInfo::remote_addr);
         let span = server_span(method, connection);
@@ -82,23 +50,16 @@ where
         if let Some(activity) = &activity {
             activity.call_started();
         }
-        let caller_gone = Arc::new(AtomicBool::new(false));
-        let guard = CallGuard::new(ServedCall {
+        let served = ServedCall {
             method,
             span: span.clone(),
             timer: SERVER.start(method),
             started: Instant::now(),
             peer,
             activity,
-            caller_gone: caller_gone.clone(),
-        });
-        let request = request.map(|inner| CallerBody { inner, caller_gone });
-
-        let call = self.inner.call(request).instrument(span);
-        Box::pin(async move {
-            let Ok(response) = call.await;
-            Ok(observe_response(response, guard))
-        })
+            caller_gone: request.extensions().get::<CallerGone>().cloned(),
+        };
+        (span, served)
     }
 }
 
@@ -130,7 +91,7 @@ pub struct ServedCall {
     peer: Option<SocketAddr>,
     activity: Option<Arc<Activity>>,
     /// Set when reading the request failed: the caller reset the stream or went away.
-    caller_gone: Arc<AtomicBool>,
+    caller_gone: Option<CallerGone>,
 }
 
 impl CallEnd for ServedCall {
@@ -138,7 +99,13 @@ impl CallEnd for ServedCall {
         // tonic answers a request it could not read with UNKNOWN; when the reason is that the
         // caller went away, that is a cancelled call (as grpc-go counts it), not a failure.
         let code = match code {
-            Code::Unknown if self.caller_gone.load(Ordering::Relaxed) => Code::Cancelled,
+            Code::Unknown
+                if self
+                    .caller_gone
+                    .is_some_and(|gone| gone.0.load(Ordering::Relaxed)) =>
+            {
+                Code::Cancelled
+            }
             code => code,
         };
         record_status(&self.span, code, is_server_error(code));
@@ -161,12 +128,26 @@ impl CallEnd for ServedCall {
     }
 }
 
+/// Whether reading a request failed, in its extensions: set by its [`CallerBody`].
+#[derive(Debug, Clone, Default)]
+pub struct CallerGone(Arc<AtomicBool>);
+
 pin_project_lite::pin_project! {
     /// A request body that notes when reading it fails (the caller reset the stream).
     pub struct CallerBody<B> {
         #[pin]
         inner: B,
-        caller_gone: Arc<AtomicBool>,
+        caller_gone: CallerGone,
+    }
+}
+
+impl<B> CallerBody<B> {
+    /// Wraps the body of `request`, and puts the flag it sets into the request's extensions.
+    pub fn wrap(request: Request<B>) -> Request<CallerBody<B>> {
+        let caller_gone = CallerGone::default();
+        let (mut parts, inner) = request.into_parts();
+        parts.extensions.insert(caller_gone.clone());
+        Request::from_parts(parts, CallerBody { inner, caller_gone })
     }
 }
 
@@ -181,7 +162,7 @@ impl<B: Body> Body for CallerBody<B> {
         let this = self.project();
         let frame = std::task::ready!(this.inner.poll_frame(cx));
         if let Some(Err(_)) = &frame {
-            this.caller_gone.store(true, Ordering::Relaxed);
+            this.caller_gone.0.store(true, Ordering::Relaxed);
         }
         Poll::Ready(frame)
     }
