@@ -159,3 +159,17 @@ async fn a_call_whose_message_never_comes_ends_with_its_deadline() {
     };
     assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
 }
+
+#[tokio::test]
+async fn a_deadline_below_a_millisecond_that_passes_is_deadline_exceeded() {
+    let hello = Spawn::new("hello-service").start();
+    let mut client =
+        meshwork_clients::HelloServiceClient::new(meshwork_e2e::raw::plain_http2(hello.grpc_addr));
+    let mut request = tonic::Request::new(SayHelloRequest { name: "late".into() });
+    // One nanosecond: over before any handler can answer, so never OK.
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "1n".parse().unwrap());
+    let error = client.say_hello(request).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::DeadlineExceeded, "{error:?}");
+}
