@@ -98,8 +98,9 @@ port-forward: $(PY_TOOLS) ## forward every service's gRPC port to the same port 
 	done; \
 	sleep 2; $(GRPCURL) -plaintext -d '{"name":"cluster"}' localhost:50051 hello.v1.HelloService/SayHello; wait
 
-bench: ## release build, then throughput and latency of each scenario (scripts/bench.sh)
+bench: ## release build; SayHello against bare tonic (bench/h2load.sh), then every scenario (scripts/bench.sh)
 	$(CARGO) build --release --workspace --bins
+	bench/h2load.sh
 	scripts/bench.sh
 
 fmt: ## format the Rust code

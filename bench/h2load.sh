@@ -8,14 +8,19 @@
 #
 #   bench/h2load.sh            (after `cargo build --release -p hello-service -p meshwork-bench`)
 #   WARMUP=5 DURATION=10 bench/h2load.sh
+#   HELLO_BIN=/path/to/older/hello-service bench/h2load.sh   (compare another build, same baseline)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WARMUP=${WARMUP:-5}
 DURATION=${DURATION:-10}
 BIN=target/release
+HELLO_BIN=${HELLO_BIN:-$BIN/hello-service}
 OUT=.bench/h2load
 mkdir -p "$OUT"
+if ! command -v h2load >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get install -y -q nghttp2-client >/dev/null || true
+fi
 command -v h2load >/dev/null || { echo "h2load is missing: apt-get install nghttp2-client"; exit 1; }
 PIN_SERVER=(taskset -c 0)
 PIN_LOAD=(taskset -c 1)
@@ -75,8 +80,8 @@ run_server() { # NAME PORT COMMAND...
 }
 
 run_server bare 50061 "$BIN/bare-hello"
-run_server hello 50071 "$BIN/hello-service"
-run_server hello-warn 50081 env RUST_LOG=warn "$BIN/hello-service"
+run_server hello 50071 "$HELLO_BIN"
+run_server hello-warn 50081 env RUST_LOG=warn "$HELLO_BIN"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 printf '| server | 52 streams req/s | 1 stream req/s | 1-stream p99 | idle RSS |\n|---|---:|---:|---:|---:|\n'

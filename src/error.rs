@@ -40,6 +40,16 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The service's database does not answer (`what`: "user", "order"): logged with its
+    /// cause, answered `UNAVAILABLE` so that the caller retries later.
+    pub fn database_unavailable(what: &str, cause: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "database unavailable");
+        Self::Unavailable {
+            reason: "DATABASE_UNAVAILABLE",
+            message: format!("the {what} database is unavailable; retry later"),
+        }
+    }
+
     /// An unexpected failure, e.g. a database error the domain has no name for.
     pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::Internal(cause.into())

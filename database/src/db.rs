@@ -129,14 +129,6 @@ mod tests {
         )],
     };
 
-    fn pool_config() -> DatabasePoolConfig {
-        DatabasePoolConfig {
-            database_max_connections: 2,
-            database_acquire_timeout: Duration::from_secs(2),
-            database_statement_timeout: Duration::from_secs(5),
-        }
-    }
-
     /// One SQL text, `$n` placeholders used out of order and twice, a JSON column: what the
     /// stores rely on, on whichever backend `db` is.
     async fn one_statement_serves(db: &Db) {
@@ -181,11 +173,15 @@ mod tests {
     async fn sqlite_binds_numbered_placeholders_by_number() {
         let dir = tempfile::tempdir().unwrap();
         let url = DatabaseUrl::Sqlite(dir.path().join("nested/test.db"));
-        let db = Db::open(&url, &pool_config(), &MIGRATIONS).await.unwrap();
+        let db = Db::open(&url, &DatabasePoolConfig::default(), &MIGRATIONS)
+            .await
+            .unwrap();
         assert_eq!(db.system(), "sqlite");
         one_statement_serves(&db).await;
         // Opening again finds the schema up to date.
-        Db::open(&url, &pool_config(), &MIGRATIONS).await.unwrap();
+        Db::open(&url, &DatabasePoolConfig::default(), &MIGRATIONS)
+            .await
+            .unwrap();
     }
 
     /// On the server `MESHWORK_TEST_POSTGRES_URL` names (a fresh database is made there and
@@ -203,9 +199,13 @@ mod tests {
             .unwrap();
         let mut url = url::Url::parse(&admin).unwrap();
         url.set_path(&name);
-        let db = Db::open(&url.as_str().parse().unwrap(), &pool_config(), &MIGRATIONS)
-            .await
-            .unwrap();
+        let db = Db::open(
+            &url.as_str().parse().unwrap(),
+            &DatabasePoolConfig::default(),
+            &MIGRATIONS,
+        )
+        .await
+        .unwrap();
         assert_eq!(db.system(), "postgresql");
         one_statement_serves(&db).await;
         let Db::Postgres(pool) = db else { unreachable!() };

@@ -92,6 +92,17 @@ pub struct DatabasePoolConfig {
     pub database_statement_timeout: Duration,
 }
 
+impl Default for DatabasePoolConfig {
+    /// The settings' defaults, for tests and embedding.
+    fn default() -> Self {
+        Self {
+            database_max_connections: 10,
+            database_acquire_timeout: Duration::from_secs(2),
+            database_statement_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

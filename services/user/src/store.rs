@@ -182,13 +182,7 @@ impl StoreError {
                 reason: "EMAIL_ALREADY_EXISTS",
                 message: "a user with this email already exists".into(),
             },
-            Self::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "database unavailable");
-                ApiError::Unavailable {
-                    reason: "DATABASE_UNAVAILABLE",
-                    message: "the user database is unavailable; retry later".into(),
-                }
-            }
+            Self::Unavailable(cause) => ApiError::database_unavailable("user", &cause),
             Self::Database(cause) => ApiError::internal(cause),
         }
     }
@@ -196,7 +190,6 @@ impl StoreError {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
     use crate::domain::{Email, UserName};
@@ -204,11 +197,7 @@ mod tests {
     async fn store() -> (UserStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = DatabaseUrl::Sqlite(dir.path().join("user.db"));
-        let pool = DatabasePoolConfig {
-            database_max_connections: 2,
-            database_acquire_timeout: Duration::from_secs(2),
-            database_statement_timeout: Duration::from_secs(5),
-        };
+        let pool = DatabasePoolConfig::default();
         (UserStore::open(&url, &pool).await.unwrap(), dir)
     }
 

@@ -369,13 +369,7 @@ impl StoreError {
                 reason: "ORDER_ALREADY_CANCELLED",
                 message: format!("order {id:?} is already cancelled"),
             },
-            Self::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "database unavailable");
-                ApiError::Unavailable {
-                    reason: "DATABASE_UNAVAILABLE",
-                    message: "the order database is unavailable; retry later".into(),
-                }
-            }
+            Self::Unavailable(cause) => ApiError::database_unavailable("order", &cause),
             Self::Database(cause) => ApiError::internal(cause),
             corrupt @ Self::Corrupt(..) => ApiError::internal(corrupt),
             interrupted @ Self::Interrupted(..) => ApiError::internal(interrupted),
@@ -395,11 +389,7 @@ mod tests {
     async fn store() -> (OrderStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = DatabaseUrl::Sqlite(dir.path().join("order.db"));
-        let pool = DatabasePoolConfig {
-            database_max_connections: 2,
-            database_acquire_timeout: Duration::from_secs(2),
-            database_statement_timeout: Duration::from_secs(5),
-        };
+        let pool = DatabasePoolConfig::default();
         let shutdown = CancellationToken::new();
         let store = OrderStore::open(&url, &pool, OrderEvents::new(8), &shutdown).await;
         (store.unwrap(), dir)
@@ -511,11 +501,7 @@ mod tests {
     async fn orders_stored_before_fingerprints_keep_their_key_and_accept_a_repeat() {
         let dir = tempfile::tempdir().unwrap();
         let url = DatabaseUrl::Sqlite(dir.path().join("order.db"));
-        let pool = DatabasePoolConfig {
-            database_max_connections: 2,
-            database_acquire_timeout: Duration::from_secs(2),
-            database_statement_timeout: Duration::from_secs(5),
-        };
+        let pool = DatabasePoolConfig::default();
         let version_1 = Migrations {
             sqlite: &MIGRATIONS.sqlite[..1],
             ..MIGRATIONS
