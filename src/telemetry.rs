@@ -17,20 +17,21 @@
 
 use std::{fmt, io::IsTerminal, time::Duration};
 
-use opentelemetry::{KeyValue, trace::TraceContextExt, trace::TracerProvider as _};
+use meshwork_rpc::trace::{self, CALL_SPANS};
+use opentelemetry::{KeyValue, trace::TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{
     Resource,
     propagation::{BaggagePropagator, TraceContextPropagator},
     trace::{Sampler, SdkTracerProvider},
 };
-use tracing::Subscriber;
+use tracing::{Level, Subscriber};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{
     EnvFilter, Layer,
-    filter::{FilterExt, LevelFilter, filter_fn},
+    filter::{FilterExt, LevelFilter, Targets, filter_fn},
     fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
-    layer::SubscriberExt,
+    layer::{Identity, SubscriberExt},
     registry::LookupSpan,
     util::SubscriberInitExt,
 };
@@ -69,7 +70,6 @@ pub fn init(config: &ServerConfig) -> Telemetry {
         ]),
     );
     let provider = tracer_provider(config);
-    let tracer = provider.tracer("meshwork");
 
     let log_filter = EnvFilter::builder()
         .parse(&config.rust_log)
@@ -112,22 +112,37 @@ pub fn init(config: &ServerConfig) -> Telemetry {
     let level = log_filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
     let events_only = filter_fn(|metadata| metadata.is_event()).with_max_level_hint(level);
     tracing_subscriber::registry()
-        .with(
-            tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                // Per-span costs that buy nothing here: source location and thread name
-                // attributes (allocated per span), and busy/idle timing on every poll.
-                .with_location(false)
-                .with_threads(false)
-                .with_tracked_inactivity(false)
-                .with_filter(LevelFilter::INFO),
-        )
+        .with(spans(config, &provider))
         .with(logs.with_filter(log_filter.and(events_only)))
         .init();
     Telemetry {
         provider,
         logs: guard,
     }
+}
+
+/// What becomes of spans. With an exporter, every span at `info` or above is an
+/// OpenTelemetry span. Without one, no OpenTelemetry span is built (nothing would read it):
+/// the calls' spans are kept, for the ids their lines carry (`meshwork_rpc::trace`), and
+/// nothing else.
+fn spans<S>(config: &ServerConfig, provider: &SdkTracerProvider) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+{
+    if config.otel_exporter_otlp_endpoint.is_none() {
+        return Identity::new()
+            .with_filter(Targets::new().with_target(CALL_SPANS, Level::INFO))
+            .boxed();
+    }
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("meshwork"))
+        // Per-span costs that buy nothing here: source location and thread name
+        // attributes (allocated per span), and busy/idle timing on every poll.
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_filter(LevelFilter::INFO)
+        .boxed()
 }
 
 fn tracer_provider(config: &ServerConfig) -> SdkTracerProvider {
@@ -198,9 +213,10 @@ where
         event: &tracing::Event<'_>,
     ) -> fmt::Result {
         // The current span from the dispatcher, not `ctx`: this output sees no spans.
-        let Some((trace_id, span_id)) = tracing::Span::current().id().and_then(|id| otel_ids(&id)) else {
+        let Some(ids) = trace::ids(&tracing::Span::current()) else {
             return self.inner.format_event(ctx, writer, event);
         };
+        let (trace_id, span_id) = (ids.trace_id(), ids.span_id());
         if !self.json {
             write!(writer, "trace_id={trace_id} span_id={span_id} ")?;
             return self.inner.format_event(ctx, writer, event);
@@ -214,18 +230,4 @@ where
             "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{rest}"
         )
     }
-}
-
-/// The OpenTelemetry ids of a `tracing` span, when it has valid ones.
-fn otel_ids(id: &tracing::span::Id) -> Option<(String, String)> {
-    let context =
-        tracing::dispatcher::get_default(|dispatch| tracing_opentelemetry::get_otel_context(id, dispatch))?;
-    let span = context.span();
-    let span_context = span.span_context();
-    span_context.is_valid().then(|| {
-        (
-            span_context.trace_id().to_string(),
-            span_context.span_id().to_string(),
-        )
-    })
 }

@@ -7,11 +7,11 @@ use http::Request;
 use meshwork_rpc::{
     CallEnd, Observer, RpcMethod,
     metrics::{CLIENT, CallTimer},
+    trace::{self, CALL_SPANS},
 };
 use opentelemetry_http::HeaderInjector;
 use tonic::Code;
 use tracing::{Span, field::Empty};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The client side's [`Observer`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -23,6 +23,7 @@ impl Observer for ClientObserver {
     fn begin<B>(&self, method: RpcMethod, request: &mut Request<B>) -> (Span, MadeCall) {
         let authority = request.uri().authority().cloned();
         let span = tracing::info_span!(
+            target: CALL_SPANS,
             "grpc.client",
             otel.name = method.full_name,
             otel.kind = "client",
@@ -31,10 +32,12 @@ impl Observer for ClientObserver {
             rpc.service = method.service,
             rpc.method = method.method,
             rpc.grpc.status_code = Empty,
-            server.address = authority.as_ref().map(|a| a.host().to_owned()),
+            server.address = authority.as_ref().map(|a| a.host()),
             server.port = authority.as_ref().and_then(|a| a.port_u16()),
         );
-        let context = span.context();
+        // A child of the call this one is made for (when made inside one).
+        trace::continue_trace(&span, trace::context(&Span::current()));
+        let context = trace::context(&span);
         opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
         });

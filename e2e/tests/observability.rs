@@ -172,6 +172,59 @@ async fn json_log_lines_carry_the_trace_id_of_their_call() {
     assert_eq!(access["span_id"].as_str().map(str::len), Some(16));
 }
 
+/// Without an exporter no OpenTelemetry span is built, yet the trace still reaches the logs
+/// of both services and is carried from Order to User.
+#[tokio::test]
+async fn without_an_exporter_one_create_order_is_still_one_trace_in_the_logs() {
+    let user = Spawn::new("user-service").start();
+    let order = Spawn::new("order-service")
+        .env("USER_SERVICE_URL", user.url())
+        .start();
+    let created = user
+        .users()
+        .await
+        .create_user(CreateUserRequest {
+            name: "Ada".into(),
+            email: "ada@example.com".into(),
+        })
+        .await
+        .unwrap();
+    let user_id = created.into_inner().user.unwrap().id;
+    order
+        .orders()
+        .await
+        .create_order(with_traceparent(an_order(&user_id)))
+        .await
+        .unwrap();
+
+    let created_line = meshwork_e2e::eventually("CreateOrder's access line", || {
+        let logs = order.json_logs();
+        async move {
+            logs.into_iter().find(|line| {
+                line["message"] == "rpc" && line["method"] == "order.v1.OrderService/CreateOrder"
+            })
+        }
+    })
+    .await;
+    let checked_line = meshwork_e2e::eventually("GetUser's access line", || {
+        let logs = user.json_logs();
+        async move {
+            logs.into_iter()
+                .find(|line| line["message"] == "rpc" && line["method"] == "user.v1.UserService/GetUser")
+        }
+    })
+    .await;
+    assert_eq!(created_line["trace_id"], TRACE_ID, "{created_line}");
+    assert_eq!(checked_line["trace_id"], TRACE_ID, "{checked_line}");
+    let span_ids = [&created_line["span_id"], &checked_line["span_id"]];
+    assert!(
+        span_ids.iter().all(|id| id.as_str().map(str::len) == Some(16)),
+        "{span_ids:?}"
+    );
+    assert_ne!(span_ids[0], span_ids[1], "each call has a span of its own");
+    assert_ne!(created_line["span_id"], CALLER_SPAN_ID);
+}
+
 /// Parses Prometheus text with the official Python client's parser.
 fn parse_with_prometheus_client(text: &str) -> Vec<Value> {
     let python = std::env::var_os("PYTHON")

@@ -9,6 +9,8 @@
 //!   [`CallEnd`] hook.
 //! - [`observe`]: the outermost layer of either stack, written once: the method resolved,
 //!   the call run in its side's span, its end reported to its side's hook.
+//! - [`trace`]: the W3C trace context a call runs in, exported or not: what links a call
+//!   to its caller, goes into outgoing metadata and into log lines.
 //! - [`metrics`]: Prometheus metrics with the grpc-ecosystem names, for either side.
 
 pub mod call;
@@ -16,6 +18,7 @@ pub mod deadline;
 pub mod method;
 pub mod metrics;
 pub mod observe;
+pub mod trace;
 
 pub use call::{CallEnd, CallGuard, ObservedBody, code_name, observe_response, status_in};
 pub use deadline::Deadline;

@@ -22,11 +22,13 @@ use http_body::{Body, Frame, SizeHint};
 use meshwork_rpc::{
     CallEnd, Observer, RpcMethod, code_name,
     metrics::{CallTimer, SERVER},
+    trace::{self, CALL_SPANS},
 };
-use opentelemetry_http::HeaderExtractor;
 use tonic::{Code, transport::server::TcpConnectInfo};
-use tracing::{Span, field::Empty};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing::{
+    Span,
+    field::{self, Empty},
+};
 
 use crate::connection::Activity;
 
@@ -41,11 +43,7 @@ impl Observer for ServerObserver {
         let connection = request.extensions().get::<TcpConnectInfo>();
         let peer = connection.and_then(TcpConnectInfo::remote_addr);
         let span = server_span(method, connection);
-        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.extract(&HeaderExtractor(request.headers()))
-        });
-        // Fails only when no OpenTelemetry layer is installed; then there is nothing to link.
-        let _ = span.set_parent(parent);
+        trace::continue_trace(&span, trace::incoming(request.headers()));
         let activity = request.extensions().get::<Arc<Activity>>().cloned();
         if let Some(activity) = &activity {
             activity.call_started();
@@ -67,6 +65,7 @@ fn server_span(method: RpcMethod, connection: Option<&TcpConnectInfo>) -> Span {
     let peer = connection.and_then(TcpConnectInfo::remote_addr);
     let local = connection.and_then(TcpConnectInfo::local_addr);
     tracing::info_span!(
+        target: CALL_SPANS,
         "grpc.server",
         otel.name = method.full_name,
         otel.kind = "server",
@@ -75,9 +74,10 @@ fn server_span(method: RpcMethod, connection: Option<&TcpConnectInfo>) -> Span {
         rpc.service = method.service,
         rpc.method = method.method,
         rpc.grpc.status_code = Empty,
-        server.address = local.map(|a| a.ip().to_string()),
+        // Formatted only if a layer records them (an exporter's): no allocation per call.
+        server.address = local.map(|a| field::display(a.ip())),
         server.port = local.map(|a| a.port()),
-        network.peer.address = peer.map(|a| a.ip().to_string()),
+        network.peer.address = peer.map(|a| field::display(a.ip())),
         network.peer.port = peer.map(|a| a.port()),
     )
 }
@@ -118,7 +118,7 @@ impl CallEnd for ServedCall {
                 code = code_name(code),
                 // Whole microseconds, so the line reads `0.056`, not `0.056184000000000005`.
                 duration_ms = self.started.elapsed().as_micros() as f64 / 1e3,
-                peer = self.peer.map(|p| p.to_string()),
+                peer = self.peer.map(field::display),
                 "rpc"
             );
         });
