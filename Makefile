@@ -85,9 +85,10 @@ test: tools $(CLIENT_PY) $(K8S_CHECKS) ## unit, integration and end-to-end tests
 	@echo "== buf breaking catches a breaking change to a copy of proto/"
 	BUF=$(abspath $(BUF)) PYTHONDONTWRITEBYTECODE=1 $(VENV)/bin/python -m pytest -q -p no:cacheprovider proto-released/tests
 
-lint: tools ## rustfmt, clippy (warnings are errors), buf lint, buf breaking (against the released protos), hadolint
+lint: tools ## rustfmt, clippy (warnings are errors), the client crate's docs, buf lint, buf breaking (against the released protos), hadolint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc -p meshwork-clients --no-deps
 	$(BUF) lint
 	$(BUF) breaking proto --against $(PROTO_RELEASED)
 	$(VENV)/bin/hadolint Dockerfile
@@ -100,7 +101,7 @@ $(CLIENT_PY): $(PY_TOOLS) $(CLIENT_PY_SOURCES)
 	$(VENV)/bin/python -m build --outdir $(CLIENT_PY_DIST) clients/python >/dev/null
 	$(VENV)/bin/pip uninstall --quiet --disable-pip-version-check --yes meshwork-client
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(CLIENT_PY_DIST)/meshwork_client-*.whl
-	@echo "built and installed $$(ls $(CLIENT_PY_DIST))"
+	@echo "built and installed $$(cd $(CLIENT_PY_DIST) && echo *)"
 	touch $@
 
 proto-release: $(BUF) ## after a release: proto/ becomes what buf breaking holds later changes to
