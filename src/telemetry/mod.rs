@@ -15,9 +15,12 @@
 //! only (spans' fields are not formatted into text for every call; a line carries its
 //! trace and span ids instead), and colour codes are written only to a terminal.
 
-use std::{fmt, io::IsTerminal, time::Duration};
+use std::{
+    io::{BufWriter, IsTerminal},
+    time::Duration,
+};
 
-use meshwork_rpc::trace::{self, CALL_SPANS};
+use meshwork_rpc::trace::CALL_SPANS;
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{
@@ -30,13 +33,16 @@ use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{
     EnvFilter, Layer,
     filter::{FilterExt, LevelFilter, Targets, filter_fn},
-    fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
     layer::{Identity, SubscriberExt},
     registry::LookupSpan,
     util::SubscriberInitExt,
 };
 
 use crate::config::{LogFormat, SamplerName, ServerConfig};
+
+mod line;
+
+use line::{TextLine, WithTraceIds};
 
 /// Keeps telemetry running; [`Telemetry::shutdown`] flushes the spans still buffered.
 #[must_use = "spans are lost unless Telemetry::shutdown runs before the process exits"]
@@ -81,7 +87,9 @@ pub fn init(config: &ServerConfig) -> Telemetry {
         // A bounded queue, allocated up front: 128k lines (the default) would cost 4 MiB of RSS.
         .buffered_lines_limit(4096)
         .thread_name("meshwork-log-writer")
-        .finish(std::io::stdout());
+        // Buffered: the writer thread flushes once it has drained what is queued, so under
+        // load many lines go out in one write(2), and an idle process's lines are not held.
+        .finish(BufWriter::with_capacity(64 * 1024, std::io::stdout()));
     let ansi = std::io::stdout().is_terminal();
     let logs = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
@@ -98,7 +106,7 @@ pub fn init(config: &ServerConfig) -> Telemetry {
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .event_format(WithTraceIds {
-                inner: tracing_subscriber::fmt::format().with_ansi(ansi),
+                inner: TextLine,
                 json,
             })
             .with_ansi(ansi)
@@ -190,44 +198,5 @@ fn sampler(name: SamplerName, ratio: f64) -> Sampler {
         SamplerName::ParentbasedTraceIdRatio => {
             Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
         }
-    }
-}
-
-/// A log line format that puts the current span's OpenTelemetry `trace_id` and `span_id`
-/// first: as the first two keys of a JSON object, or as a `trace_id=… span_id=…` prefix.
-struct WithTraceIds<F> {
-    inner: F,
-    json: bool,
-}
-
-impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-    F: FormatEvent<S, N>,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &tracing::Event<'_>,
-    ) -> fmt::Result {
-        // The current span from the dispatcher, not `ctx`: this output sees no spans.
-        let Some(ids) = trace::ids(&tracing::Span::current()) else {
-            return self.inner.format_event(ctx, writer, event);
-        };
-        let (trace_id, span_id) = (ids.trace_id(), ids.span_id());
-        if !self.json {
-            write!(writer, "trace_id={trace_id} span_id={span_id} ")?;
-            return self.inner.format_event(ctx, writer, event);
-        }
-        let mut line = String::new();
-        self.inner.format_event(ctx, Writer::new(&mut line), event)?;
-        // `line` is one JSON object: `{"timestamp":...}`. Splice the ids in after the brace.
-        let rest = line.strip_prefix('{').unwrap_or(&line);
-        write!(
-            writer,
-            "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{rest}"
-        )
     }
 }
