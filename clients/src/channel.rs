@@ -13,7 +13,8 @@
 //! 6. Per endpoint, a circuit breaker (`breaker.rs`) that ejects an endpoint that keeps
 //!    failing and probes it again later.
 //! 7. Per endpoint, a tonic channel: lazy connect (a service may start before what it
-//!    calls), connect timeout, HTTP/2 keepalive, automatic reconnect.
+//!    calls), connect timeout, HTTP/2 keepalive, automatic reconnect; over TLS when
+//!    [`ChannelOptions::tls`] says so (`tls.rs`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -36,6 +37,7 @@ use crate::{
     observe::ClientObserver,
     retry::{Retry, RetryLayer, RetryPolicy},
     target::Target,
+    tls::ClientTls,
 };
 
 /// How a client channel behaves. The defaults suit calls inside one cluster.
@@ -71,6 +73,8 @@ pub struct ChannelOptions {
     pub eject_for: Duration,
     /// The longest ejection.
     pub max_eject_for: Duration,
+    /// TLS (and the client certificate, for mutual TLS) on every connection; `None`: plaintext.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ChannelOptions {
@@ -90,6 +94,7 @@ impl Default for ChannelOptions {
             eject_after: 5,
             eject_for: Duration::from_secs(5),
             max_eject_for: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -105,6 +110,7 @@ pub type MeshChannel = Observe<Retry<Balanced>, ClientObserver>;
 /// A channel to `target` with the stack above. Must be called inside a tokio runtime
 /// (discovery runs as a task there). Never waits for a connection.
 pub fn connect(target: &Target, options: &ChannelOptions) -> MeshChannel {
+    let tls = options.tls.as_ref().map(|tls| tls.for_target(target));
     let endpoints = discovery::discover(target, options.dns_refresh, {
         let options = options.clone();
         move |uri: &http::Uri| {
@@ -113,7 +119,12 @@ pub fn connect(target: &Target, options: &ChannelOptions) -> MeshChannel {
                 eject_for: options.eject_for,
                 max_eject_for: options.max_eject_for,
             };
-            Breaker::new(endpoint(uri, &options).connect_lazy(), policy, uri.to_string())
+            let endpoint = endpoint(uri, &options);
+            let channel = match &tls {
+                Some(tls) => endpoint.connect_with_connector_lazy(tls.connector(uri)),
+                None => endpoint.connect_lazy(),
+            };
+            Breaker::new(channel, policy, uri.to_string())
         }
     });
     let balancer = Balance::new(PeakEwmaDiscover::new(

@@ -9,6 +9,7 @@
 //!   retries under a budget, balancing, outlier ejection, timeouts, keepalive;
 //! - [`observe`], [`retry`], [`breaker`], [`discovery`]: the layers of that stack with
 //!   their reasons;
+//! - [`tls`]: [`ClientTls`], TLS and mutual TLS for a channel (`https://` targets);
 //! - [`Deadline`]: the deadline of a call, put in its extensions; a handler passes on the
 //!   one of the call it serves, and each attempt sends what is left of it.
 //!
@@ -26,6 +27,7 @@ pub mod discovery;
 pub mod observe;
 pub mod retry;
 pub mod target;
+pub mod tls;
 
 pub use channel::{ChannelOptions, MeshChannel, connect};
 pub use meshwork_proto as proto;
@@ -35,3 +37,4 @@ pub use meshwork_proto::{
 };
 pub use meshwork_rpc::Deadline;
 pub use target::Target;
+pub use tls::ClientTls;

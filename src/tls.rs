@@ -1,0 +1,244 @@
+//! TLS for the gRPC port (rustls, in the server's own accept loop) and the files it is made
+//! of: a certificate chain and key that are re-read when they change, and CA bundles.
+//!
+//! Rotation: [`WatchedIdentity`] reads both files every second (`reload.rs` says why it
+//! polls) and compares their contents. A new pair is used by the
+//! handshakes after it was read; open connections keep the one they started with. A pair
+//! that does not load (a key that does not match its certificate, half of a rotation seen)
+//! is logged and tried again at the next look, the old one staying in use meanwhile.
+//!
+//! The same [`WatchedIdentity`] is a client certificate too (Order presents its own to User).
+
+use std::{
+    fmt, fs, io,
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+};
+
+use rustls::{
+    RootCertStore,
+    client::ResolvesClientCert,
+    crypto::CryptoProvider,
+    server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
+    sign::CertifiedKey,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tokio_util::sync::CancellationToken;
+
+/// Why TLS material could not be loaded; the message names the file, never key bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{path} holds no PEM {what}")]
+    NoPem { path: PathBuf, what: &'static str },
+    #[error("{path}: {source}")]
+    Rustls { path: PathBuf, source: rustls::Error },
+    #[error("client CA {path}: {message}")]
+    Verifier { path: PathBuf, message: String },
+}
+
+/// The one crypto provider of every TLS connection (ring), passed explicitly: no
+/// process-wide default to install or to race on.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Every certificate of a PEM file (a chain, or a CA bundle): at least one.
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    parse_certificates(path, &read(path)?)
+}
+
+fn parse_certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certificates: Vec<_> = CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .collect();
+    match certificates.is_empty() {
+        true => Err(TlsError::NoPem {
+            path: path.to_owned(),
+            what: "certificate",
+        }),
+        false => Ok(certificates),
+    }
+}
+
+/// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    parse_private_key(path, &read(path)?)
+}
+
+fn parse_private_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|_| TlsError::NoPem {
+        path: path.to_owned(),
+        what: "private key",
+    })
+}
+
+/// A CA bundle as trust roots.
+pub fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for certificate in read_certificates(path)? {
+        roots.add(certificate).map_err(|source| TlsError::Rustls {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    Ok(roots)
+}
+
+/// A certificate chain and its key, from two PEM files that are watched for changes.
+pub struct WatchedIdentity {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: RwLock<Loaded>,
+}
+
+/// What was last loaded, and the file contents it was loaded from.
+struct Loaded {
+    key: Arc<CertifiedKey>,
+    files: (Vec<u8>, Vec<u8>),
+}
+
+impl fmt::Debug for WatchedIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WatchedIdentity")
+            .field("cert", &self.cert_path)
+            .field("key", &self.key_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WatchedIdentity {
+    /// Loads the pair now (a failure stops the process at start); [`Self::watch`] keeps it
+    /// current.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<Self>, TlsError> {
+        let files = (read(cert_path)?, read(key_path)?);
+        let key = certified_key(cert_path, key_path, &files)?;
+        Ok(Arc::new(Self {
+            cert_path: cert_path.to_owned(),
+            key_path: key_path.to_owned(),
+            current: RwLock::new(Loaded { key, files }),
+        }))
+    }
+
+    /// Re-reads the files every second until `stop`, in a task of its own.
+    pub fn watch(self: &Arc<Self>, stop: CancellationToken) {
+        crate::reload::every_interval(self, stop, Self::reload_if_changed);
+    }
+
+    /// Loads the files again if their contents changed since the last load.
+    pub fn reload_if_changed(&self) {
+        let files = match (fs::read(&self.cert_path), fs::read(&self.key_path)) {
+            (Ok(cert), Ok(key)) => (cert, key),
+            // Mid-rotation or briefly missing: keep serving the pair we have.
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::warn!(%error, cert = %self.cert_path.display(), "cannot read the TLS files; keeping the current certificate");
+                return;
+            }
+        };
+        if self.current.read().expect("never poisoned").files == files {
+            return;
+        }
+        match certified_key(&self.cert_path, &self.key_path, &files) {
+            Ok(key) => {
+                *self.current.write().expect("never poisoned") = Loaded { key, files };
+                tracing::info!(cert = %self.cert_path.display(), "TLS certificate reloaded");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the changed TLS files do not load; keeping the current certificate");
+            }
+        }
+    }
+
+    fn certified_key(&self) -> Arc<CertifiedKey> {
+        self.current.read().expect("never poisoned").key.clone()
+    }
+}
+
+fn certified_key(
+    cert_path: &Path,
+    key_path: &Path,
+    (cert, key): &(Vec<u8>, Vec<u8>),
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = parse_certificates(cert_path, cert)?;
+    let key = parse_private_key(key_path, key)?;
+    // Also checks that the key is the certificate's.
+    let certified = CertifiedKey::from_der(chain, key, &provider()).map_err(|source| TlsError::Rustls {
+        path: key_path.to_owned(),
+        source,
+    })?;
+    Ok(Arc::new(certified))
+}
+
+impl ResolvesServerCert for WatchedIdentity {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.certified_key())
+    }
+}
+
+impl ResolvesClientCert for WatchedIdentity {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.certified_key())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// The TLS side of a server: HTTP/2 only (ALPN `h2`), the certificate from `identity`, and
+/// with `client_ca` a client certificate signed by it required of every peer.
+pub fn server_config(
+    identity: Arc<WatchedIdentity>,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = provider();
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions");
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let roots = Arc::new(read_roots(path)?);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|error| TlsError::Verifier {
+                    path: path.to_owned(),
+                    message: error.to_string(),
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(identity);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_empty_files_are_named() {
+        let dir = std::env::temp_dir().join(format!("meshwork-tls-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        fs::write(&empty, "not pem").unwrap();
+        let missing = dir.join("missing.pem");
+
+        let error = read_certificates(&missing).unwrap_err().to_string();
+        assert!(error.contains("missing.pem"), "{error}");
+        let error = read_certificates(&empty).unwrap_err().to_string();
+        assert_eq!(error, format!("{} holds no PEM certificate", empty.display()));
+        let error = read_private_key(&empty).unwrap_err().to_string();
+        assert_eq!(error, format!("{} holds no PEM private key", empty.display()));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
