@@ -17,7 +17,7 @@ use std::{
 
 use meshwork_clients::{HelloServiceClient, OrderServiceClient, UserServiceClient};
 use meshwork_e2e::{
-    Spawn, binary, error_info, eventually,
+    PATIENCE, Spawn, binary, error_info, eventually,
     fixtures::an_order,
     pki::{self, Ca, EcKey},
     secure::{AUDIENCE, ISSUER, Pki, client_tls, counting_tls_channel, path_text, tls_channel, with_token},
@@ -810,4 +810,92 @@ fn grpcurl_over_mutual_tls_with_a_token() {
         !without_client_cert.status.success(),
         "mutual TLS refuses grpcurl without -cert/-key"
     );
+}
+
+/// Reads until the peer closes `socket`; how long that took (at most [`PATIENCE`]).
+async fn closed_by_peer(mut socket: tokio::net::TcpStream) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    let mut buffer = [0u8; 1024];
+    let closed = tokio::time::timeout(PATIENCE, async {
+        while let Ok(1..) = socket.read(&mut buffer).await {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the server kept the connection open past {PATIENCE:?}"
+    );
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_tls_handshake_that_never_finishes_is_closed_by_the_preface_timer() {
+    use tokio::io::AsyncWriteExt;
+    let pki = Pki::new();
+    let hello = pki.tls(Spawn::new("hello-service")).start();
+
+    // Plaintext HTTP/2 on the TLS port: refused at once, not after the timer.
+    let mut plaintext = tokio::net::TcpStream::connect(hello.grpc_addr).await.unwrap();
+    plaintext
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_by_peer(plaintext).await < Duration::from_secs(5),
+        "plaintext closed at once"
+    );
+
+    // A socket that never starts its handshake is closed by the 10 s limit of CONTRACT
+    // *Limits*, which covers the TLS handshake: not at once, it was given its chance.
+    let silent = tokio::net::TcpStream::connect(hello.grpc_addr).await.unwrap();
+    assert!(closed_by_peer(silent).await >= Duration::from_secs(5));
+
+    let channel = tls_channel(hello.grpc_addr, &pki.ca_path, None).await.unwrap();
+    assert_eq!(say_hello(channel).await.unwrap(), "Hello, Ada!", "still serving");
+}
+
+#[tokio::test]
+async fn dns_discovery_works_over_mutual_tls_checking_the_resolved_name() {
+    let pki = Pki::new();
+    let user = pki.mutual_tls(Spawn::new("user-service")).start();
+    let order_over = |tls_name: Option<&str>| {
+        let spawn = pki
+            .mutual_tls(Spawn::new("order-service"))
+            .env(
+                "USER_SERVICE_URL",
+                format!("dns:///localhost:{}", user.grpc_addr.port()),
+            )
+            .env("USER_SERVICE_CA", path_text(&pki.ca_path));
+        match tls_name {
+            Some(name) => spawn.env("USER_SERVICE_TLS_NAME", name),
+            None => spawn,
+        }
+        .start()
+    };
+    let user_id = UserServiceClient::new(pki.channel(user.grpc_addr).await)
+        .create_user(CreateUserRequest {
+            name: "Ada".into(),
+            email: "ada@example.com".into(),
+        })
+        .await
+        .expect("a user over mutual TLS")
+        .into_inner()
+        .user
+        .unwrap()
+        .id;
+
+    // The endpoints are IP addresses; the certificate is checked for the name resolved.
+    let order = order_over(None);
+    let mut orders = OrderServiceClient::new(pki.channel(order.grpc_addr).await);
+    let created = orders.create_order(an_order(&user_id)).await;
+    assert!(created.is_ok(), "{created:?}");
+
+    // A name User's certificate does not carry: no connection, so no call.
+    let misnamed = order_over(Some("user-service.elsewhere.example"));
+    let mut orders = OrderServiceClient::new(pki.channel(misnamed.grpc_addr).await);
+    let refused = orders
+        .create_order(an_order(&user_id))
+        .await
+        .expect_err("wrong name");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
 }
