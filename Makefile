@@ -98,6 +98,8 @@ k8s-render: ## kubectl kustomize every overlay into .k8s/<overlay>.yaml
 		kubectl kustomize k8s/overlays/$$overlay > .k8s/$$overlay.yaml && echo "rendered .k8s/$$overlay.yaml"; \
 	done
 
+# kubernetes-validate has no schema for CRDs (cert-manager's Certificate and Issuer, in the
+# prod overlay): it skips them with a warning and validates everything else.
 k8s-validate: k8s-render $(PY_TOOLS) ## validate every rendered object against Kubernetes $(K8S_VERSION), strictly
 	@for overlay in $(OVERLAYS); do \
 		$(VENV)/bin/kubernetes-validate --strict --quiet --kubernetes-version $(K8S_VERSION) .k8s/$$overlay.yaml \
