@@ -96,11 +96,21 @@ fn certs(dir: &std::path::Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn token(secret: &std::path::Path, sub: &str, roles: &str, issuer: &str, audience: &str, ttl: Duration) -> ExitCode {
+fn token(
+    secret: &std::path::Path,
+    sub: &str,
+    roles: &str,
+    issuer: &str,
+    audience: &str,
+    ttl: Duration,
+) -> ExitCode {
     let secret = match fs::read(secret) {
         Ok(bytes) => bytes.trim_ascii().to_vec(),
         Err(error) => {
-            eprintln!("cannot read {}: {error} (run `make certs` first)", secret.display());
+            eprintln!(
+                "cannot read {}: {error} (run `make certs` first)",
+                secret.display()
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -108,7 +118,11 @@ fn token(secret: &std::path::Path, sub: &str, roles: &str, issuer: &str, audienc
         eprintln!("--sub is required: the caller's user id (make token SUB=...)");
         return ExitCode::FAILURE;
     }
-    let roles: Vec<&str> = roles.split(',').map(str::trim).filter(|role| !role.is_empty()).collect();
+    let roles: Vec<&str> = roles
+        .split(',')
+        .map(str::trim)
+        .filter(|role| !role.is_empty())
+        .collect();
     let mut claims = pki::claims(sub, &roles, issuer, audience);
     claims["exp"] = (pki::now() + ttl.as_secs() as i64).into();
     println!("{}", pki::hs256(&secret, &claims));
