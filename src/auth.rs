@@ -548,6 +548,77 @@ mod tests {
         }
     }
 
+    /// A JWKS with one RSA key per kid (a toy modulus: parsing is what is tested here).
+    fn jwks_with(kids: &[&str]) -> String {
+        let keys: Vec<String> = kids
+            .iter()
+            .map(|kid| format!(r#"{{"kty":"RSA","kid":"{kid}","alg":"RS256","n":"AQAB","e":"AQAB"}}"#))
+            .collect();
+        format!(r#"{{"keys":[{}]}}"#, keys.join(","))
+    }
+
+    #[test]
+    fn a_jwks_keeps_only_rs256_and_es256_keys_with_a_kid() {
+        let path = Path::new("jwks.json");
+        let mixed = r#"{"keys":[
+            {"kty":"oct","kid":"hmac","k":"c2VjcmV0"},
+            {"kty":"RSA","n":"AQAB","e":"AQAB"},
+            {"kty":"RSA","kid":"rsa","n":"AQAB","e":"AQAB"}
+        ]}"#;
+        let keys = parse_jwks(path, mixed.as_bytes()).unwrap();
+        assert_eq!(
+            keys.keys().collect::<Vec<_>>(),
+            ["rsa"],
+            "a symmetric key is never taken from a JWKS"
+        );
+        assert!(matches!(keys["rsa"].0, Algorithm::RS256));
+        assert!(matches!(
+            parse_jwks(path, br#"{"keys":[{"kty":"oct","kid":"k","k":"c2VjcmV0"}]}"#),
+            Err(AuthFileError::NoKeys { .. })
+        ));
+        assert!(matches!(
+            parse_jwks(path, b"{}"),
+            Err(AuthFileError::NotJwks { .. })
+        ));
+    }
+
+    #[test]
+    fn a_changed_jwks_that_does_not_parse_keeps_the_keys_in_use() {
+        let dir = std::env::temp_dir().join(format!("meshwork-jwks-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("jwks.json");
+        fs::write(&path, jwks_with(&["one"])).unwrap();
+        let jwks = WatchedJwks::load(&path).unwrap();
+
+        fs::write(&path, "{ half written").unwrap();
+        jwks.reload_if_changed();
+        assert!(jwks.current().contains_key("one"), "kept");
+
+        fs::write(&path, jwks_with(&["two"])).unwrap();
+        jwks.reload_if_changed();
+        assert!(jwks.current().contains_key("two") && !jwks.current().contains_key("one"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_secret_must_be_long_enough() {
+        let dir = std::env::temp_dir().join(format!("meshwork-secret-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secret");
+        fs::write(&path, "short\n").unwrap();
+        assert!(matches!(
+            read_secret(&path),
+            Err(AuthFileError::ShortSecret { .. })
+        ));
+        fs::write(&path, format!("{}\n", "s".repeat(32))).unwrap();
+        assert_eq!(
+            read_secret(&path).unwrap(),
+            "s".repeat(32).as_bytes(),
+            "the newline is not part of it"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_caller_acts_for_itself_an_admin_for_anyone() {
         let user = |admin| Caller::Authenticated {

@@ -91,10 +91,11 @@ impl Security {
             // clap's `requires` makes the two come together.
             _ => None,
         };
-        Ok(Self {
-            tls,
-            authenticator: Authenticator::from_config(config, stop)?,
-        })
+        let authenticator = Authenticator::from_config(config, stop)?;
+        if authenticator.is_some() && tls.is_none() {
+            tracing::warn!("authentication is on but TLS is off: tokens cross the network in plaintext");
+        }
+        Ok(Self { tls, authenticator })
     }
 }
 
@@ -233,10 +234,10 @@ pub async fn serve(
     let routes = with_standard_services(services.routes, services.name, &health)?;
     let connections = TaskTracker::new();
 
-    if let Some(health_listener) = health_listener {
+    if let (Some(health_listener), Some(health_addr)) = (health_listener, config.security.health_addr) {
         // Health only, and no authentication: health is open on the main port too.
         let stack = server_stack(config, None, Routes::new(health_service(&health)));
-        let port = Port::new(config, &health_listener, None)?;
+        let port = Port::new(config, &health_listener, health_addr, None)?;
         tracing::info!(health_addr = %port.local_addr, "serving health (plaintext)");
         let accepting = accept_connections(
             port,
@@ -249,7 +250,7 @@ pub async fn serve(
     }
 
     let stack = server_stack(config, security.authenticator, routes);
-    let port = Port::new(config, &listener, security.tls)?;
+    let port = Port::new(config, &listener, config.listen_addr, security.tls)?;
     tracing::info!(grpc_addr = %port.local_addr, tls = port.tls.is_some(), "listening");
     accept_connections(port, listener, stack, connections.clone(), shutdown.clone()).await;
 
@@ -301,15 +302,16 @@ struct Port {
 }
 
 impl Port {
+    /// `listener` was bound to `addr` (a setting).
     fn new(
         config: &ServerConfig,
         listener: &TcpListener,
+        addr: SocketAddr,
         tls: Option<TlsAcceptor>,
     ) -> Result<Self, ServeError> {
-        let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
-            addr: config.listen_addr,
-            source,
-        })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
         Ok(Self {
             local_addr,
             tls,

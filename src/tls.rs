@@ -225,6 +225,36 @@ pub fn server_config(
 mod tests {
     use super::*;
 
+    /// A self-signed certificate for localhost and its key, in PEM.
+    fn self_signed() -> (String, String) {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        (certified.cert.pem(), certified.signing_key.serialize_pem())
+    }
+
+    #[test]
+    fn a_changed_pair_reaches_new_handshakes_and_a_mismatched_one_is_not_used() {
+        let dir = std::env::temp_dir().join(format!("meshwork-identity-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let (cert_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
+        let (first_cert, first_key) = self_signed();
+        fs::write(&cert_path, &first_cert).unwrap();
+        fs::write(&key_path, &first_key).unwrap();
+        let identity = WatchedIdentity::load(&cert_path, &key_path).unwrap();
+        let served = |identity: &WatchedIdentity| identity.certified_key().cert[0].clone();
+        let first = served(&identity);
+
+        // Half a rotation: a new certificate beside the old key does not load.
+        let (second_cert, second_key) = self_signed();
+        fs::write(&cert_path, &second_cert).unwrap();
+        identity.reload_if_changed();
+        assert_eq!(served(&identity), first, "the old pair stays in use");
+
+        fs::write(&key_path, &second_key).unwrap();
+        identity.reload_if_changed();
+        assert_ne!(served(&identity), first, "the whole new pair is used");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn missing_and_empty_files_are_named() {
         let dir = std::env::temp_dir().join(format!("meshwork-tls-{}", std::process::id()));

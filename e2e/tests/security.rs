@@ -616,6 +616,10 @@ async fn the_policy_table_over_mutual_tls_from_order_to_user() {
         "UpdateUser of another",
         users.update_user(with_token(rename(&bob), &ada_token)).await,
     );
+    users
+        .update_user(with_token(rename(&bob), &admin))
+        .await
+        .expect("an admin updates anyone");
 
     // CreateOrder: user_id = sub, or admin; Order passes the token on to User over mTLS.
     let ada_order = orders
@@ -732,6 +736,11 @@ async fn the_policy_table_over_mutual_tls_from_order_to_user() {
         ),
         "denials counted"
     );
+
+    users
+        .delete_user(with_token(DeleteUserRequest { id: bob }, &admin))
+        .await
+        .expect("an admin deletes users");
 }
 
 fn grpcurl_path() -> std::path::PathBuf {
