@@ -333,6 +333,9 @@ async fn every_hs256_token_case() {
     assert_eq!(call(Some(pki.token("u1", &[]))).await.unwrap(), "Hello, Ada!");
 
     let now = pki::now();
+    // 60 s of leeway for clock skew, either way.
+    let skewed = claims(json!({"nbf": now + 30, "exp": now - 30}));
+    assert!(call(Some(pki.sign(&skewed))).await.is_ok(), "within the leeway");
     let other_secret = b"another secret of at least thirty-two bytes!".as_slice();
     let refused = [
         ("no token", None, "CREDENTIALS_MISSING"),
