@@ -14,16 +14,17 @@
 
 use std::{convert::Infallible, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
-use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
-
 use http::{Request, Response};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
 use meshwork_rpc::{ObserveLayer, ObservedBody};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    time::Instant,
+};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{body::Body, server::NamedService, service::Routes, transport::server::TcpConnectInfo};
 use tonic_health::{ServingStatus, server::HealthReporter};

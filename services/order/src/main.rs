@@ -104,7 +104,16 @@ impl Config {
     /// one contradicts.
     fn user_tls(&self, stop: &CancellationToken) -> Result<Option<ClientTls>, String> {
         let https = match &self.user_service_url {
-            Target::Static(uris) => uris.iter().any(|uri| uri.scheme_str() == Some("https")),
+            Target::Static(uris) => {
+                let tls = uris
+                    .iter()
+                    .filter(|uri| uri.scheme_str() == Some("https"))
+                    .count();
+                if tls != 0 && tls != uris.len() {
+                    return Err("USER_SERVICE_URL (--user-service-url) mixes http:// and https://".into());
+                }
+                tls != 0
+            }
             Target::Dns { .. } => self.user_service_ca.is_some(),
         };
         let Some(ca) = &self.user_service_ca else {
