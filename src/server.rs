@@ -40,7 +40,7 @@ use crate::{
     },
     metrics_endpoint,
     telemetry::Telemetry,
-    tls::{self, TlsError, WatchedIdentity},
+    tls::{ServerTls, TlsError, WatchedIdentity, WatchedRoots},
 };
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
@@ -74,7 +74,7 @@ pub enum SecurityError {
 /// What the security settings make of a server: TLS on the gRPC port (its certificate
 /// watched) and the authenticator, each `None` when off. Made before any port is bound.
 pub struct Security {
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ServerTls>>,
     authenticator: Option<Arc<Authenticator>>,
 }
 
@@ -85,9 +85,16 @@ impl Security {
             (Some(cert), Some(key)) => {
                 let identity = WatchedIdentity::load(cert, key).map_err(SecurityError::Identity)?;
                 identity.watch(stop.clone());
-                let client_ca = config.tls_client_ca.as_deref();
-                let server = tls::server_config(identity, client_ca).map_err(SecurityError::ClientCa)?;
-                Some(TlsAcceptor::from(server))
+                let client_ca = match &config.tls_client_ca {
+                    Some(path) => Some(WatchedRoots::load(path).map_err(SecurityError::ClientCa)?),
+                    None => None,
+                };
+                if let Some(client_ca) = &client_ca {
+                    client_ca.watch(stop.clone());
+                }
+                Some(Arc::new(
+                    ServerTls::new(identity, client_ca).map_err(SecurityError::ClientCa)?,
+                ))
             }
             // clap's `requires` makes the two come together.
             _ => None,
@@ -297,7 +304,7 @@ fn server_stack(
 /// One listening port: where it is, its TLS (if any), its HTTP/2 and connection settings.
 struct Port {
     local_addr: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ServerTls>>,
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
     idle: Duration,
 }
@@ -308,7 +315,7 @@ impl Port {
         config: &ServerConfig,
         listener: &TcpListener,
         addr: SocketAddr,
-        tls: Option<TlsAcceptor>,
+        tls: Option<Arc<ServerTls>>,
     ) -> Result<Self, ServeError> {
         let local_addr = listener
             .local_addr()
@@ -379,7 +386,7 @@ async fn handshake(
     };
     tokio::select! {
         () = shutdown.cancelled() => None,
-        accepted = tokio::time::timeout_at(preface_due, tls.accept(stream)) => match accepted {
+        accepted = tokio::time::timeout_at(preface_due, TlsAcceptor::from(tls.config()).accept(stream)) => match accepted {
             Ok(Ok(stream)) => Some(Transport::Tls(Box::new(stream))),
             Ok(Err(error)) => {
                 // A plaintext client, a wrong CA, no client certificate: common, and the peer's fault.

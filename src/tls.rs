@@ -8,6 +8,8 @@
 //! is logged and tried again at the next look, the old one staying in use meanwhile.
 //!
 //! The same [`WatchedIdentity`] is a client certificate too (Order presents its own to User).
+//! CA bundles ([`WatchedRoots`]: `TLS_CLIENT_CA`, `USER_SERVICE_CA`) are watched the same
+//! way, so a CA renewed in the same Secret needs no restart either.
 
 use std::{
     fmt, fs, io,
@@ -81,16 +83,9 @@ fn parse_private_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, 
     })
 }
 
-/// A CA bundle as trust roots.
+/// A CA bundle as trust roots, read once (see [`WatchedRoots`] for one kept current).
 pub fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for certificate in read_certificates(path)? {
-        roots.add(certificate).map_err(|source| TlsError::Rustls {
-            path: path.to_owned(),
-            source,
-        })?;
-    }
-    Ok(roots)
+    parse_roots(path, &read(path)?)
 }
 
 /// A certificate chain and its key, from two PEM files that are watched for changes.
@@ -193,30 +188,132 @@ impl ResolvesClientCert for WatchedIdentity {
     }
 }
 
+/// A CA bundle file as trust roots, re-read when its contents change (a CA renewed in the
+/// same Secret); a change that does not parse keeps the roots in use.
+pub struct WatchedRoots {
+    path: PathBuf,
+    current: RwLock<(Vec<u8>, Arc<RootCertStore>)>,
+}
+
+impl WatchedRoots {
+    pub fn load(path: &Path) -> Result<Arc<Self>, TlsError> {
+        let bytes = read(path)?;
+        let roots = parse_roots(path, &bytes)?;
+        Ok(Arc::new(Self {
+            path: path.to_owned(),
+            current: RwLock::new((bytes, Arc::new(roots))),
+        }))
+    }
+
+    /// Re-reads the file every second until `stop`, in a task of its own.
+    pub fn watch(self: &Arc<Self>, stop: CancellationToken) {
+        crate::reload::every_interval(self, stop, Self::reload_if_changed);
+    }
+
+    /// The roots now; a new `Arc` after each change, so users can tell.
+    pub fn current(&self) -> Arc<RootCertStore> {
+        self.current.read().expect("never poisoned").1.clone()
+    }
+
+    pub fn reload_if_changed(&self) {
+        let bytes = match fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(%error, ca = %self.path.display(), "cannot read the CA bundle; keeping the current one");
+                return;
+            }
+        };
+        if self.current.read().expect("never poisoned").0 == bytes {
+            return;
+        }
+        match parse_roots(&self.path, &bytes) {
+            Ok(roots) => {
+                *self.current.write().expect("never poisoned") = (bytes, Arc::new(roots));
+                tracing::info!(ca = %self.path.display(), "CA bundle reloaded");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the changed CA bundle does not load; keeping the current one")
+            }
+        }
+    }
+}
+
+fn parse_roots(path: &Path, pem: &[u8]) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for certificate in parse_certificates(path, pem)? {
+        roots.add(certificate).map_err(|source| TlsError::Rustls {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    Ok(roots)
+}
+
 /// The TLS side of a server: HTTP/2 only (ALPN `h2`), the certificate from `identity`, and
-/// with `client_ca` a client certificate signed by it required of every peer.
-pub fn server_config(
+/// with `client_ca` a client certificate signed by it required of every peer. The
+/// certificate is swapped per handshake by the identity; the rustls configuration is made
+/// again when the client CA changes.
+pub struct ServerTls {
     identity: Arc<WatchedIdentity>,
-    client_ca: Option<&Path>,
+    client_ca: Option<Arc<WatchedRoots>>,
+    /// The configuration, and the roots it was made with.
+    built: std::sync::Mutex<(Option<Arc<RootCertStore>>, Arc<rustls::ServerConfig>)>,
+}
+
+impl ServerTls {
+    pub fn new(
+        identity: Arc<WatchedIdentity>,
+        client_ca: Option<Arc<WatchedRoots>>,
+    ) -> Result<Self, TlsError> {
+        let roots = client_ca.as_ref().map(|ca| ca.current());
+        let config = build_server_config(&identity, roots.clone(), client_ca.as_deref())?;
+        Ok(Self {
+            identity,
+            client_ca,
+            built: std::sync::Mutex::new((roots, config)),
+        })
+    }
+
+    /// The configuration for the next handshake.
+    pub fn config(&self) -> Arc<rustls::ServerConfig> {
+        let mut built = self.built.lock().expect("never poisoned");
+        let roots = self.client_ca.as_ref().map(|ca| ca.current());
+        let unchanged = match (&built.0, &roots) {
+            (Some(old), Some(new)) => Arc::ptr_eq(old, new),
+            (old, new) => old.is_none() && new.is_none(),
+        };
+        if !unchanged {
+            match build_server_config(&self.identity, roots.clone(), self.client_ca.as_deref()) {
+                Ok(config) => *built = (roots, config),
+                Err(error) => tracing::warn!(%error, "cannot use the new client CA; keeping the current one"),
+            }
+        }
+        built.1.clone()
+    }
+}
+
+fn build_server_config(
+    identity: &Arc<WatchedIdentity>,
+    roots: Option<Arc<RootCertStore>>,
+    client_ca: Option<&WatchedRoots>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = provider();
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions");
-    let builder = match client_ca {
-        None => builder.with_no_client_auth(),
-        Some(path) => {
-            let roots = Arc::new(read_roots(path)?);
+    let builder = match (roots, client_ca) {
+        (Some(roots), Some(ca)) => {
             let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
                 .build()
                 .map_err(|error| TlsError::Verifier {
-                    path: path.to_owned(),
+                    path: ca.path.clone(),
                     message: error.to_string(),
                 })?;
             builder.with_client_cert_verifier(verifier)
         }
+        _ => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_cert_resolver(identity);
+    let mut config = builder.with_cert_resolver(identity.clone());
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
@@ -252,6 +349,26 @@ mod tests {
         fs::write(&key_path, &second_key).unwrap();
         identity.reload_if_changed();
         assert_ne!(served(&identity), first, "the whole new pair is used");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_changed_ca_bundle_replaces_the_roots_and_a_bad_one_keeps_them() {
+        let dir = std::env::temp_dir().join(format!("meshwork-roots-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ca.pem");
+        fs::write(&path, self_signed().0).unwrap();
+        let roots = WatchedRoots::load(&path).unwrap();
+        let first = roots.current();
+
+        roots.reload_if_changed();
+        assert!(Arc::ptr_eq(&first, &roots.current()), "unchanged: the same roots");
+        fs::write(&path, "-----BEGIN CERTIFICATE-----\nhalf").unwrap();
+        roots.reload_if_changed();
+        assert!(Arc::ptr_eq(&first, &roots.current()), "a bad bundle is not used");
+        fs::write(&path, self_signed().0).unwrap();
+        roots.reload_if_changed();
+        assert!(!Arc::ptr_eq(&first, &roots.current()), "a new bundle is");
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -7,12 +7,14 @@
 //! IPs, but the certificate names the Service), or the endpoint URL's own host.
 //!
 //! Loading the files (the CA bundle, a watched client certificate) is the caller's: this
-//! crate takes rustls values and reads no file.
+//! crate takes rustls values and reads no file. The roots are asked for at each new
+//! connection, so a caller that re-reads its CA bundle gets new connections checked
+//! against the new one; open connections stay.
 
 use std::{
     fmt, io,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
 };
 
@@ -26,51 +28,71 @@ use tokio_rustls::client::TlsStream;
 
 use crate::target::Target;
 
+/// Where the trusted roots come from, asked at each new connection: a fixed set, or one the
+/// caller keeps current (a CA bundle file re-read when it changes). A new `Arc` means new
+/// roots.
+pub type RootsSource = Arc<dyn Fn() -> Arc<RootCertStore> + Send + Sync>;
+
 /// How a channel speaks TLS. Cheap to clone.
 #[derive(Clone)]
 pub struct ClientTls {
-    config: Arc<ClientConfig>,
+    settings: Arc<Settings>,
     /// The name the server's certificate must carry; `None`: the target's host.
     server_name: Option<ServerName<'static>>,
+}
+
+struct Settings {
+    provider: Arc<CryptoProvider>,
+    roots: RootsSource,
+    identity: Option<Arc<dyn ResolvesClientCert>>,
+    /// The configuration, and the roots it was made with: made again when they change.
+    built: Mutex<(Arc<RootCertStore>, Arc<ClientConfig>)>,
 }
 
 impl fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientTls")
             .field("server_name", &self.server_name)
-            .field(
-                "client_certificate",
-                &self.config.client_auth_cert_resolver.has_certs(),
-            )
+            .field("client_certificate", &self.settings.identity.is_some())
             .finish()
     }
 }
 
 impl ClientTls {
-    /// Trusts `roots`; presents `identity` as the client certificate when there is one
-    /// (mutual TLS); checks `server_name` instead of the target's host when given.
+    /// Trusts the roots `roots` gives; presents `identity` as the client certificate when
+    /// there is one (mutual TLS); checks `server_name` instead of the target's host when given.
     pub fn new(
+        provider: Arc<CryptoProvider>,
+        roots: RootsSource,
+        identity: Option<Arc<dyn ResolvesClientCert>>,
+        server_name: Option<&str>,
+    ) -> Result<Self, rustls::Error> {
+        let server_name = server_name
+            .map(|name| ServerName::try_from(name.to_owned()))
+            .transpose()
+            .map_err(|_| rustls::Error::General("not a valid TLS server name".into()))?;
+        let current = roots();
+        let config = client_config(&provider, current.clone(), identity.clone())?;
+        Ok(Self {
+            settings: Arc::new(Settings {
+                provider,
+                roots,
+                identity,
+                built: Mutex::new((current, config)),
+            }),
+            server_name,
+        })
+    }
+
+    /// Trusts the fixed `roots`.
+    pub fn with_roots(
         provider: Arc<CryptoProvider>,
         roots: RootCertStore,
         identity: Option<Arc<dyn ResolvesClientCert>>,
         server_name: Option<&str>,
     ) -> Result<Self, rustls::Error> {
-        let builder = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots);
-        let mut config = match identity {
-            Some(identity) => builder.with_client_cert_resolver(identity),
-            None => builder.with_no_client_auth(),
-        };
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let server_name = server_name
-            .map(|name| ServerName::try_from(name.to_owned()))
-            .transpose()
-            .map_err(|_| rustls::Error::General("not a valid TLS server name".into()))?;
-        Ok(Self {
-            config: Arc::new(config),
-            server_name,
-        })
+        let roots = Arc::new(roots);
+        Self::new(provider, Arc::new(move || roots.clone()), identity, server_name)
     }
 
     /// For the endpoints of `target`: a `dns:///` target's endpoints are checked against
@@ -95,16 +117,47 @@ impl ClientTls {
             .clone()
             .or_else(|| ServerName::try_from(host.to_owned()).ok());
         TlsConnector {
-            tls: tokio_rustls::TlsConnector::from(self.config.clone()),
+            settings: self.settings.clone(),
             server_name,
         }
     }
 }
 
+impl Settings {
+    /// The configuration for the next connection, made again if the roots changed.
+    fn config(&self) -> Arc<ClientConfig> {
+        let roots = (self.roots)();
+        let mut built = self.built.lock().expect("never poisoned");
+        if !Arc::ptr_eq(&built.0, &roots) {
+            match client_config(&self.provider, roots.clone(), self.identity.clone()) {
+                Ok(config) => *built = (roots, config),
+                Err(error) => tracing::warn!(%error, "cannot use the new CA roots; keeping the current ones"),
+            }
+        }
+        built.1.clone()
+    }
+}
+
+fn client_config(
+    provider: &Arc<CryptoProvider>,
+    roots: Arc<RootCertStore>,
+    identity: Option<Arc<dyn ResolvesClientCert>>,
+) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some(identity) => builder.with_client_cert_resolver(identity),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Connects to an endpoint over TLS; see the module documentation.
 #[derive(Clone)]
 pub struct TlsConnector {
-    tls: tokio_rustls::TlsConnector,
+    settings: Arc<Settings>,
     server_name: Option<ServerName<'static>>,
 }
 
@@ -120,7 +173,7 @@ impl tower::Service<Uri> for TlsConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let tls = self.tls.clone();
+        let tls = tokio_rustls::TlsConnector::from(self.settings.config());
         let server_name = self.server_name.clone();
         Box::pin(async move {
             let server_name = server_name
@@ -142,5 +195,54 @@ impl tower::Service<Uri> for TlsConnector {
             }
             Ok(TokioIo::new(stream))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_roots_make_a_new_configuration_for_the_next_connections() {
+        let current = Arc::new(Mutex::new(Arc::new(RootCertStore::empty())));
+        let source: RootsSource = {
+            let current = current.clone();
+            Arc::new(move || current.lock().unwrap().clone())
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = ClientTls::new(provider, source, None, None).unwrap();
+        let first = tls.settings.config();
+        assert!(
+            Arc::ptr_eq(&first, &tls.settings.config()),
+            "the same roots: the same configuration"
+        );
+
+        *current.lock().unwrap() = Arc::new(RootCertStore::empty());
+        assert!(
+            !Arc::ptr_eq(&first, &tls.settings.config()),
+            "new roots: a new configuration"
+        );
+    }
+
+    #[test]
+    fn a_dns_target_is_checked_for_its_name_unless_one_is_given() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let target: Target = "dns:///user-headless.meshwork.svc.cluster.local:50052"
+            .parse()
+            .unwrap();
+        let uri: Uri = "http://10.0.0.7:50052".parse().unwrap();
+        let resolved = ClientTls::with_roots(provider.clone(), RootCertStore::empty(), None, None).unwrap();
+        let connector = resolved.for_target(&target).connector(&uri);
+        assert_eq!(
+            connector.server_name,
+            Some(ServerName::try_from("user-headless.meshwork.svc.cluster.local").unwrap())
+        );
+        let named =
+            ClientTls::with_roots(provider, RootCertStore::empty(), None, Some("user.example")).unwrap();
+        let connector = named.for_target(&target).connector(&uri);
+        assert_eq!(
+            connector.server_name,
+            Some(ServerName::try_from("user.example").unwrap())
+        );
     }
 }

@@ -128,7 +128,7 @@ pub fn client_tls(ca: &Path, client: Option<&(PathBuf, PathBuf)>) -> ClientTls {
         meshwork::tls::WatchedIdentity::load(cert, key).expect("a client certificate")
             as Arc<dyn ResolvesClientCert>
     });
-    ClientTls::new(meshwork::tls::provider(), roots, identity, None).expect("valid TLS settings")
+    ClientTls::with_roots(meshwork::tls::provider(), roots, identity, None).expect("valid TLS settings")
 }
 
 /// Connects over TLS to `addr` (checked as 127.0.0.1).

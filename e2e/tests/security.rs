@@ -911,3 +911,52 @@ async fn dns_discovery_works_over_mutual_tls_checking_the_resolved_name() {
         .expect_err("wrong name");
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
 }
+
+#[tokio::test]
+async fn a_renewed_client_ca_is_used_for_new_handshakes() {
+    let pki = Pki::new();
+    let bundle = pki.path("client-ca.pem");
+    fs::copy(&pki.ca_path, &bundle).unwrap();
+    let hello = pki
+        .tls(Spawn::new("hello-service"))
+        .env("TLS_CLIENT_CA", path_text(&bundle))
+        .start();
+    let old_client = Some(&pki.client);
+    let open = tls_channel(hello.grpc_addr, &pki.ca_path, old_client)
+        .await
+        .unwrap();
+    assert_eq!(say_hello(open.clone()).await.unwrap(), "Hello, Ada!");
+
+    // The client CA is renewed: only the new CA's clients are trusted from now on.
+    let renewed = Ca::new("Meshwork test CA, renewed");
+    let new_client = renewed
+        .issue("new-client", &[])
+        .write(pki.dir.path(), "new-client");
+    renewed.write(&bundle);
+    let accepted = |client: (std::path::PathBuf, std::path::PathBuf)| {
+        let ca = pki.ca_path.clone();
+        async move {
+            match tls_channel(hello.grpc_addr, &ca, Some(&client)).await {
+                Ok(channel) => say_hello(channel).await.is_ok(),
+                Err(_) => false,
+            }
+        }
+    };
+    let deadline = Instant::now() + ROTATION_LIMIT;
+    while !accepted(new_client.clone()).await {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed CA's client is accepted within {ROTATION_LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !accepted(pki.client.clone()).await,
+        "the old CA's client is refused on a new connection"
+    );
+    assert_eq!(
+        say_hello(open).await.unwrap(),
+        "Hello, Ada!",
+        "the open connection stays"
+    );
+}

@@ -125,8 +125,10 @@ impl Config {
         if !https {
             return Err("USER_SERVICE_CA (--user-service-ca) is set but USER_SERVICE_URL (--user-service-url) is http://; use https://".into());
         }
-        let roots =
-            tls::read_roots(ca).map_err(|e| format!("invalid USER_SERVICE_CA (--user-service-ca): {e}"))?;
+        let roots = tls::WatchedRoots::load(ca)
+            .map_err(|e| format!("invalid USER_SERVICE_CA (--user-service-ca): {e}"))?;
+        roots.watch(stop.clone());
+        let roots = Arc::new(move || roots.current());
         let security = &self.server.security;
         let identity = match (&security.tls_cert, &security.tls_key) {
             (Some(cert), Some(key)) => {
