@@ -4,7 +4,7 @@
 //! Parsing happens before any port is bound or file is opened: a malformed value stops the
 //! process with exit status 2 and one line that names the setting.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, ValueEnum};
 
@@ -87,6 +87,55 @@ pub struct ServerConfig {
     /// More resource attributes of the exported telemetry: `key=value,key=value`.
     #[arg(long, env = "OTEL_RESOURCE_ATTRIBUTES", default_value = "", value_parser = parse_resource_attributes)]
     pub otel_resource_attributes: ResourceAttributes,
+
+    #[command(flatten)]
+    pub security: SecurityConfig,
+}
+
+/// TLS, mutual TLS and authentication (CONTRACT *Security*): all off unless set. Each file
+/// is read and parsed here, so a missing or unreadable one stops the process at start.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SecurityConfig {
+    /// PEM certificate chain: the gRPC port speaks TLS only (ALPN h2). Re-read when it changes.
+    #[arg(long, env = "TLS_CERT", requires = "tls_key", value_parser = certificates_file)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of TLS_CERT. Re-read when it changes.
+    #[arg(long, env = "TLS_KEY", requires = "tls_cert", value_parser = private_key_file)]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle: every client must present a certificate signed by it (mutual TLS).
+    #[arg(long, env = "TLS_CLIENT_CA", requires = "tls_cert", value_parser = certificates_file)]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// A second, plaintext address serving only grpc.health.v1.Health, for probes that
+    /// cannot speak TLS (kubelet's gRPC probes); unset: none.
+    #[arg(long, env = "HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
+
+    /// File holding an HS256 secret: tokens signed with it are accepted (authentication on).
+    #[arg(long, env = "AUTH_JWT_SECRET_FILE", requires_all = ["auth_issuer", "auth_audience"], value_parser = secret_file)]
+    pub auth_jwt_secret_file: Option<PathBuf>,
+
+    /// JWKS file of RS256/ES256 public keys, chosen by `kid`; re-read when it changes
+    /// (authentication on).
+    #[arg(long, env = "AUTH_JWKS_FILE", requires_all = ["auth_issuer", "auth_audience"], value_parser = jwks_file)]
+    pub auth_jwks_file: Option<PathBuf>,
+
+    /// The `iss` every token must carry (required when authentication is on).
+    #[arg(long, env = "AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+
+    /// The `aud` every token must carry (required when authentication is on).
+    #[arg(long, env = "AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+}
+
+impl SecurityConfig {
+    /// Whether calls need a token.
+    pub fn authentication_on(&self) -> bool {
+        self.auth_jwt_secret_file.is_some() || self.auth_jwks_file.is_some()
+    }
 }
 
 /// The standard sampler names of `OTEL_TRACES_SAMPLER`.
@@ -205,6 +254,31 @@ fn parse_resource_attributes(text: &str) -> Result<ResourceAttributes, String> {
         })
         .collect::<Result<_, _>>()?;
     Ok(ResourceAttributes(pairs))
+}
+
+/// A PEM file with at least one certificate (a chain, a CA bundle), read and parsed.
+pub fn certificates_file(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    crate::tls::read_certificates(&path).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+fn private_key_file(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    crate::tls::read_private_key(&path).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+fn secret_file(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    crate::auth::read_secret(&path).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+fn jwks_file(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    crate::auth::read_jwks(&path).map_err(|e| e.to_string())?;
+    Ok(path)
 }
 
 fn parse_http_url(text: &str) -> Result<String, String> {

@@ -17,8 +17,10 @@ use std::{
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
     time::Instant,
 };
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 /// Calls in flight on one connection, and when the last one ended. Each request of the
@@ -71,18 +73,20 @@ pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
 const PREFACE_BYTES: usize = 24;
 
 /// Serves `connection` to its end, shutting it down gracefully on `shutdown` or when idle,
-/// and closing it at once if its preface has not arrived within [`PREFACE_TIMEOUT`].
+/// and closing it at once if its preface has not arrived by `preface_due` (the socket's
+/// accept plus [`PREFACE_TIMEOUT`]: a TLS handshake counts against the same time).
 pub async fn serve<C>(
     connection: C,
     activity: Arc<Activity>,
     preface: Arc<PrefaceSeen>,
+    preface_due: Instant,
     idle_timeout: Duration,
     shutdown: CancellationToken,
 ) where
     C: GracefulConnection,
 {
     let mut connection = std::pin::pin!(connection);
-    let preface_due = tokio::time::sleep(PREFACE_TIMEOUT);
+    let preface_due = tokio::time::sleep_until(preface_due);
     let mut preface_due = std::pin::pin!(preface_due);
     let mut waiting_for_preface = true;
     let mut closing = false;
@@ -168,5 +172,62 @@ impl<IO: AsyncWrite> AsyncWrite for PrefaceWatch<IO> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+/// An accepted socket: plaintext, or TLS once its handshake is done. One type for both, so
+/// that one HTTP/2 connection type serves either port.
+pub enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Self::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_write(cx, data),
+            Self::Tls(stream) => Pin::new(stream).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Self::Tls(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Self::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Self::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(stream) => stream.is_write_vectored(),
+            Self::Tls(stream) => stream.is_write_vectored(),
+        }
     }
 }

@@ -34,6 +34,16 @@ pub enum ApiError {
     /// The caller's deadline passed before the work was done.
     #[error("deadline exceeded")]
     DeadlineExceeded,
+    /// No credentials, or ones that do not verify; `message` must not say which check
+    /// failed (it would help an attacker), and never echoes the token.
+    #[error("{message}")]
+    Unauthenticated {
+        reason: &'static str,
+        message: &'static str,
+    },
+    /// A valid caller that the policy does not allow.
+    #[error("{message}")]
+    PermissionDenied { reason: &'static str, message: String },
     /// A bug or an unexpected failure below us; the cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -76,6 +86,8 @@ impl ApiError {
             Self::ResourceExhausted { reason, .. } => (Code::ResourceExhausted, reason),
             Self::Unavailable { reason, .. } => (Code::Unavailable, reason),
             Self::DeadlineExceeded => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
+            Self::Unauthenticated { reason, .. } => (Code::Unauthenticated, reason),
+            Self::PermissionDenied { reason, .. } => (Code::PermissionDenied, reason),
             Self::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");
                 (Code::Internal, "INTERNAL")

@@ -15,22 +15,30 @@
 //!   `google.rpc` details, and [`FieldViolations`], the collector that parses a request.
 //! - [`pagination`]: AIP-158 page sizes, opaque page tokens, pages cut to fit a message.
 //! - [`time`]: stored times and `google.protobuf.Timestamp`.
+//! - [`tls`]: rustls for the gRPC port; certificate files re-read when they change.
+//! - [`auth`]: JWT authentication, the caller's identity ([`Caller`]) and the policy checks
+//!   handlers make with it.
 //!
-//! Internal: `layers` (observe, load shedding, deadline, status codes, panics: one tower
+//! Internal: `layers` (observe, load shedding, authentication, deadline, status codes, panics: one tower
 //! layer each, composed in `server.rs`), `connection` (one HTTP/2 connection's life: preface
-//! timeout, drain, idle close), `metrics_endpoint` (the `/metrics` HTTP server).
+//! timeout, drain, idle close), `metrics_endpoint` (the `/metrics` HTTP server), `reload`
+//! (files polled for changes).
 
+pub mod auth;
 pub mod config;
 mod connection;
 pub mod error;
 mod layers;
 mod metrics_endpoint;
 pub mod pagination;
+mod reload;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 
+pub use auth::Caller;
 pub use config::{Defaults, ServerConfig};
 pub use error::{ApiError, FieldViolations, respond};
 pub use server::{GrpcServices, Readiness, run};

@@ -5,7 +5,12 @@
 //! The accept loop is ours (hyper's HTTP/2 server, as tonic's own `Server` uses), not
 //! `tonic::transport::Server`: tonic puts its deadline and error handling *outside* any
 //! layer a user adds, answering an expired deadline with `CANCELLED` where gRPC says
-//! `DEADLINE_EXCEEDED`. Owning the loop puts every concern in the one stack below.
+//! `DEADLINE_EXCEEDED`. Owning the loop puts every concern in the one stack below, and lets
+//! TLS (tokio-rustls) rotate its certificate, which tonic's `ServerTlsConfig` cannot.
+//!
+//! With `TLS_CERT` the gRPC port speaks TLS only; `HEALTH_ADDR` adds a plaintext port that
+//! serves nothing but `grpc.health.v1.Health`, for kubelet's gRPC probes (they cannot speak
+//! TLS).
 
 use std::{convert::Infallible, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
@@ -14,21 +19,28 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
-use meshwork_rpc::ObserveLayer;
-use tokio::net::{TcpListener, TcpStream};
+use meshwork_rpc::{ObserveLayer, ObservedBody};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    time::Instant,
+};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{body::Body, server::NamedService, service::Routes, transport::server::TcpConnectInfo};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::{
-    config::ServerConfig,
-    connection::{self, Activity, PrefaceSeen, PrefaceWatch},
+    auth::{AuthFileError, Authenticator},
+    config::{SecurityConfig, ServerConfig},
+    connection::{self, Activity, PREFACE_TIMEOUT, PrefaceSeen, PrefaceWatch, Transport},
     layers::{
-        CallerBody, CatchPanicLayer, DeadlineLayer, LoadShedLayer, ServerObserver, SpecStatusCodesLayer,
+        AuthenticateLayer, CallerBody, CatchPanicLayer, DeadlineLayer, LoadShedLayer, ServedCall,
+        ServerObserver, SpecStatusCodesLayer,
     },
     metrics_endpoint,
     telemetry::Telemetry,
+    tls::{ServerTls, TlsError, WatchedIdentity, WatchedRoots},
 };
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
@@ -45,6 +57,54 @@ pub enum ServeError {
     },
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A security setting whose files do not make a working configuration (a key that is not
+/// its certificate's, say); each names its setting, as a malformed value does.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error("invalid TLS_CERT/TLS_KEY (--tls-cert/--tls-key): {0}")]
+    Identity(TlsError),
+    #[error("invalid TLS_CLIENT_CA (--tls-client-ca): {0}")]
+    ClientCa(TlsError),
+    #[error("invalid AUTH_JWT_SECRET_FILE/AUTH_JWKS_FILE: {0}")]
+    Auth(#[from] AuthFileError),
+}
+
+/// What the security settings make of a server: TLS on the gRPC port (its certificate
+/// watched) and the authenticator, each `None` when off. Made before any port is bound.
+pub struct Security {
+    tls: Option<Arc<ServerTls>>,
+    authenticator: Option<Arc<Authenticator>>,
+}
+
+impl Security {
+    /// Loads every file the settings name; the watchers stop with `stop`.
+    pub fn load(config: &SecurityConfig, stop: &CancellationToken) -> Result<Self, SecurityError> {
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let identity = WatchedIdentity::load(cert, key).map_err(SecurityError::Identity)?;
+                identity.watch(stop.clone());
+                let client_ca = match &config.tls_client_ca {
+                    Some(path) => Some(WatchedRoots::load(path).map_err(SecurityError::ClientCa)?),
+                    None => None,
+                };
+                if let Some(client_ca) = &client_ca {
+                    client_ca.watch(stop.clone());
+                }
+                Some(Arc::new(
+                    ServerTls::new(identity, client_ca).map_err(SecurityError::ClientCa)?,
+                ))
+            }
+            // clap's `requires` makes the two come together.
+            _ => None,
+        };
+        let authenticator = Authenticator::from_config(config, stop)?;
+        if authenticator.is_some() && tls.is_none() {
+            tracing::warn!("authentication is on but TLS is off: tokens cross the network in plaintext");
+        }
+        Ok(Self { tls, authenticator })
+    }
 }
 
 /// Whether a service can do its work right now (its database answers). Checked every
@@ -106,7 +166,16 @@ pub async fn run(
     shutdown: CancellationToken,
     telemetry: Telemetry,
 ) -> ExitCode {
-    let result = bind_and_serve(config, services, shutdown).await;
+    let security = match Security::load(&config.security, &shutdown) {
+        Ok(security) => security,
+        Err(error) => {
+            // A setting error, like clap's: one line on stderr, exit status 2, nothing bound.
+            eprintln!("error: {error}");
+            telemetry.shutdown(Duration::ZERO).await;
+            return ExitCode::from(2);
+        }
+    };
+    let result = bind_and_serve(config, services, security, shutdown).await;
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -122,6 +191,7 @@ pub async fn run(
 async fn bind_and_serve(
     config: &ServerConfig,
     services: GrpcServices,
+    security: Security,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let bind = |addr| async move {
@@ -138,24 +208,27 @@ async fn bind_and_serve(
     tracing::info!(%metrics_addr, "serving /metrics");
     // Scrapes go on during the drain; the task ends with the process.
     tokio::spawn(metrics_endpoint::serve(metrics));
-    serve(config, grpc, services, shutdown).await
+    let health = match config.security.health_addr {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    serve(config, grpc, health, services, security, shutdown).await
 }
 
-/// Serves on an already bound listener (tests bind port 0) until `shutdown` is cancelled.
+/// Serves on already bound listeners (tests bind port 0) until `shutdown` is cancelled:
+/// every service on `listener`, health alone (plaintext) on `health_listener`.
 ///
 /// The drain, in order: health turns `NOT_SERVING` (and health `Watch` streams end), the
-/// listener closes, HTTP/2 GOAWAY refuses new calls on open connections, and calls in
+/// listeners close, HTTP/2 GOAWAY refuses new calls on open connections, and calls in
 /// flight run to completion, bounded by `shutdown_grace`.
 pub async fn serve(
     config: &ServerConfig,
     listener: TcpListener,
+    health_listener: Option<TcpListener>,
     services: GrpcServices,
+    security: Security,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: config.listen_addr,
-        source,
-    })?;
     meshwork_rpc::metrics::SERVER.initialize(services.name);
     let health = start_health(services.name).await;
     if let Some(check) = services.readiness.clone() {
@@ -167,15 +240,57 @@ pub async fn serve(
         ));
     }
     let routes = with_standard_services(services.routes, services.name, &health)?;
+    let connections = TaskTracker::new();
 
-    // Every call passes through these layers, outermost first.
-    let stack = ServiceBuilder::new()
+    if let (Some(health_listener), Some(health_addr)) = (health_listener, config.security.health_addr) {
+        // Health only, and no authentication: health is open on the main port too.
+        let stack = server_stack(config, None, Routes::new(health_service(&health)));
+        let port = Port::new(config, &health_listener, health_addr, None)?;
+        tracing::info!(health_addr = %port.local_addr, "serving health (plaintext)");
+        let accepting = accept_connections(
+            port,
+            health_listener,
+            stack,
+            connections.clone(),
+            shutdown.clone(),
+        );
+        connections.spawn(accepting);
+    }
+
+    let stack = server_stack(config, security.authenticator, routes);
+    let port = Port::new(config, &listener, config.listen_addr, security.tls)?;
+    tracing::info!(grpc_addr = %port.local_addr, tls = port.tls.is_some(), "listening");
+    accept_connections(port, listener, stack, connections.clone(), shutdown.clone()).await;
+
+    stop_serving(health, services.name).await;
+    let grace = config.shutdown_grace;
+    drain(connections, grace.saturating_sub(flush_budget(grace))).await;
+    Ok(())
+}
+
+/// What the stack answers: the service's response, its body observed to the end of the call.
+type ServerResponse = Response<ObservedBody<Body, ServedCall>>;
+
+/// Every call passes through these layers, outermost first.
+fn server_stack(
+    config: &ServerConfig,
+    authenticator: Option<Arc<Authenticator>>,
+    routes: Routes,
+) -> impl Service<Request<Body>, Response = ServerResponse, Error = Infallible, Future = impl Send + 'static>
++ Clone
++ Send
++ Sync
++ 'static {
+    ServiceBuilder::new()
         // The call's method, resolved once; its span (parent: the caller's traceparent); and
         // one end-of-call hook for the span, grpc_server_* metrics, access log, idle timer.
         .layer(ObserveLayer::new(ServerObserver))
         // Overload: beyond max_concurrent_calls, RESOURCE_EXHAUSTED at once (logged and
         // counted by the layers above, like any answer).
         .layer(LoadShedLayer::new(config.max_concurrent_calls as usize))
+        // With authentication on: the caller's token verified, its Caller in the extensions,
+        // admin-only methods refused. Off (the default), not in the stack at all.
+        .option_layer(authenticator.map(AuthenticateLayer::new))
         // The caller's grpc-timeout (capped by max_call_duration), enforced:
         // DEADLINE_EXCEEDED, and the handler dropped, which cancels its downstream calls.
         .layer(DeadlineLayer::new(config.max_call_duration))
@@ -183,14 +298,52 @@ pub async fn serve(
         .layer(SpecStatusCodesLayer)
         // A panicking handler answers INTERNAL, logged with its trace id; the process stays up.
         .layer(CatchPanicLayer)
-        .service(routes);
+        .service(routes)
+}
 
-    let http2 = http2_server(config);
-    tracing::info!(grpc_addr = %local_addr, "listening");
-    let connections = TaskTracker::new();
+/// One listening port: where it is, its TLS (if any), its HTTP/2 and connection settings.
+struct Port {
+    local_addr: SocketAddr,
+    tls: Option<Arc<ServerTls>>,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    idle: Duration,
+}
+
+impl Port {
+    /// `listener` was bound to `addr` (a setting).
+    fn new(
+        config: &ServerConfig,
+        listener: &TcpListener,
+        addr: SocketAddr,
+        tls: Option<Arc<ServerTls>>,
+    ) -> Result<Self, ServeError> {
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        Ok(Self {
+            local_addr,
+            tls,
+            http2: http2_server(config),
+            idle: config.max_connection_idle,
+        })
+    }
+}
+
+/// Accepts connections until `shutdown`, each served in a task of `connections`.
+async fn accept_connections<S>(
+    port: Port,
+    listener: TcpListener,
+    stack: S,
+    connections: TaskTracker,
+    shutdown: CancellationToken,
+) where
+    S: Service<Request<Body>, Response = ServerResponse, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    let port = Arc::new(port);
     while let Some((stream, remote_addr)) = accept(&listener, &shutdown).await {
         let connect_info = TcpConnectInfo {
-            local_addr: Some(local_addr),
+            local_addr: Some(port.local_addr),
             remote_addr: Some(remote_addr),
         };
         let activity = Arc::new(Activity::default());
@@ -204,24 +357,45 @@ pub async fn serve(
                 CallerBody::wrap(request).map(Body::new)
             }
         });
-        let preface = Arc::new(PrefaceSeen::default());
-        let stream = TokioIo::new(PrefaceWatch::new(stream, preface.clone()));
-        let connection = http2.serve_connection(stream, TowerToHyperService::new(service));
-        let idle = config.max_connection_idle;
-        connections.spawn(connection::serve(
-            connection,
-            activity,
-            preface,
-            idle,
-            shutdown.clone(),
-        ));
+        let port = port.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let preface_due = Instant::now() + PREFACE_TIMEOUT;
+            let Some(transport) = handshake(stream, &port, preface_due, &shutdown).await else {
+                return;
+            };
+            let preface = Arc::new(PrefaceSeen::default());
+            let io = TokioIo::new(PrefaceWatch::new(transport, preface.clone()));
+            let connection = port.http2.serve_connection(io, TowerToHyperService::new(service));
+            connection::serve(connection, activity, preface, preface_due, port.idle, shutdown).await;
+        });
     }
+}
 
-    drop(listener);
-    stop_serving(health, services.name).await;
-    let grace = config.shutdown_grace;
-    drain(connections, grace.saturating_sub(flush_budget(grace))).await;
-    Ok(())
+/// The socket as HTTP/2 will read it: itself, or on a TLS port, the TLS stream once the
+/// handshake is done. `None` (the socket dropped) when the handshake fails, is not done by
+/// `preface_due`, or shutdown begins first.
+async fn handshake(
+    stream: TcpStream,
+    port: &Port,
+    preface_due: Instant,
+    shutdown: &CancellationToken,
+) -> Option<Transport> {
+    let Some(tls) = &port.tls else {
+        return Some(Transport::Plain(stream));
+    };
+    tokio::select! {
+        () = shutdown.cancelled() => None,
+        accepted = tokio::time::timeout_at(preface_due, TlsAcceptor::from(tls.config()).accept(stream)) => match accepted {
+            Ok(Ok(stream)) => Some(Transport::Tls(Box::new(stream))),
+            Ok(Err(error)) => {
+                // A plaintext client, a wrong CA, no client certificate: common, and the peer's fault.
+                tracing::debug!(%error, "TLS handshake failed");
+                None
+            }
+            Err(_elapsed) => None,
+        },
+    }
 }
 
 /// The part of the shutdown grace kept for flushing spans after the drain, so that the
@@ -342,13 +516,18 @@ fn with_standard_services(
             .into_iter()
             .fold(builder, |builder, name| builder.with_service_name(name))
     };
-    let health_service = tonic_health::pb::health_server::HealthServer::from_arc(std::sync::Arc::new(
-        tonic_health::server::HealthService::from_health_reporter(health.clone()),
-    ));
     Ok(routes
-        .add_service(health_service)
+        .add_service(health_service(health))
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?))
+}
+
+fn health_service(
+    health: &HealthReporter,
+) -> tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> {
+    tonic_health::pb::health_server::HealthServer::from_arc(Arc::new(
+        tonic_health::server::HealthService::from_health_reporter(health.clone()),
+    ))
 }
 
 /// Health turns `NOT_SERVING` for every name; then the statuses are cleared, which ends

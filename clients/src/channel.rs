@@ -17,7 +17,8 @@
 //! 6. Per endpoint, a circuit breaker (`breaker.rs`) that ejects an endpoint that keeps
 //!    failing and probes it again later.
 //! 7. Per endpoint, a tonic channel: lazy connect (a service may start before what it
-//!    calls), connect timeout, HTTP/2 keepalive, automatic reconnect.
+//!    calls), connect timeout, HTTP/2 keepalive, automatic reconnect; over TLS when
+//!    [`ChannelOptions::tls`] says so (`tls.rs`).
 //!
 //! ```no_run
 //! use meshwork_clients::{ChannelOptions, OrderServiceClient, connect};
@@ -51,6 +52,7 @@ use crate::{
     observe::ClientObserver,
     retry::{Retry, RetryLayer, RetryPolicy},
     target::Target,
+    tls::ClientTls,
 };
 
 /// How a client channel behaves. The defaults suit calls inside one cluster.
@@ -101,6 +103,8 @@ pub struct ChannelOptions {
     pub eject_for: Duration,
     /// The longest ejection.
     pub max_eject_for: Duration,
+    /// TLS (and the client certificate, for mutual TLS) on every connection; `None`: plaintext.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ChannelOptions {
@@ -120,6 +124,7 @@ impl Default for ChannelOptions {
             eject_after: 5,
             eject_for: Duration::from_secs(5),
             max_eject_for: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -276,6 +281,26 @@ impl ChannelOptions {
         self
     }
 
+    /// Sets the `tls` field: every connection speaks TLS (mutual TLS when `tls` has a client
+    /// certificate); the target's URLs are `https://`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use meshwork_clients::{ChannelOptions, ClientTls};
+    ///
+    /// let provider = Arc::new(rustls::crypto::ring::default_provider());
+    /// let roots = rustls::RootCertStore::empty(); // the CA bundle's certificates, in real use
+    /// let tls = ClientTls::with_roots(provider, roots, None, Some("user-service"))?;
+    /// let options = ChannelOptions::default().tls(tls);
+    /// assert!(options.tls.is_some());
+    /// # Ok::<(), rustls::Error>(())
+    /// ```
+    #[must_use]
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Sets the `retry_writes` field: retry every method, for callers whose writes carry idempotency keys (`request_id`).
     ///
     /// ```
@@ -377,6 +402,7 @@ pub type MeshChannel = Observe<Retry<Balanced>, ClientObserver>;
 /// # Ok(()) }
 /// ```
 pub fn connect(target: &Target, options: &ChannelOptions) -> MeshChannel {
+    let tls = options.tls.as_ref().map(|tls| tls.for_target(target));
     let endpoints = discovery::discover(target, options.dns_refresh, {
         let options = options.clone();
         move |uri: &http::Uri| {
@@ -385,7 +411,12 @@ pub fn connect(target: &Target, options: &ChannelOptions) -> MeshChannel {
                 eject_for: options.eject_for,
                 max_eject_for: options.max_eject_for,
             };
-            Breaker::new(endpoint(uri, &options).connect_lazy(), policy, uri.to_string())
+            let endpoint = endpoint(uri, &options);
+            let channel = match &tls {
+                Some(tls) => endpoint.connect_with_connector_lazy(tls.connector(uri)),
+                None => endpoint.connect_lazy(),
+            };
+            Breaker::new(channel, policy, uri.to_string())
         }
     });
     let balancer = Balance::new(PeakEwmaDiscover::new(

@@ -21,6 +21,7 @@
 //!   channel that traces and measures each call, retries the idempotent methods on
 //!   `UNAVAILABLE` under a budget and within the deadline, balances over the endpoints and
 //!   ejects those that keep failing;
+//! - [`ClientTls`] ([`tls`]): TLS and mutual TLS for a channel (`https://` targets);
 //! - [`Deadline`]: the deadline of one call, put in its request's extensions (a handler
 //!   passes on the one of the call it serves);
 //! - [`field_violations`] and [`error_info`]: the `google.rpc` details of a failed call.
@@ -34,6 +35,7 @@
 pub mod channel;
 mod errors;
 pub mod target;
+pub mod tls;
 
 // The layers of the stack: their docs explain each choice; callers need only `connect`.
 mod breaker;
@@ -52,3 +54,4 @@ pub use meshwork_rpc::Deadline;
 pub use target::Target;
 /// The `google.rpc.ErrorInfo` that [`error_info`] returns (from tonic-types).
 pub use tonic_types::ErrorInfo;
+pub use tls::ClientTls;

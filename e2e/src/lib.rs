@@ -13,7 +13,9 @@ pub mod binaries;
 pub mod database;
 pub mod fixtures;
 pub mod otlp;
+pub mod pki;
 pub mod raw;
+pub mod secure;
 pub mod slow_user;
 
 use std::{

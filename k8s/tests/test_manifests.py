@@ -102,16 +102,62 @@ def test_every_object_is_in_the_namespace(objects):
             assert o["metadata"].get("namespace") == NAMESPACE, (o["kind"], o["metadata"]["name"])
 
 
+def env_of(container):
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
 def test_every_service_probes_its_own_health_name(objects):
     # Readiness (and startup) follow the database: the full service name. Liveness does not:
     # `liveness`, so a database outage takes pods out of rotation without restarting them.
+    # With TLS on the gRPC port, kubelet (which cannot speak TLS) probes the plaintext
+    # health-only port, HEALTH_ADDR.
     deployments = named(objects, "Deployment")
     for name, health_name in SERVICES.items():
         container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
-        grpc_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        env = env_of(container)
+        probe_port = ports["grpc"]
+        if "TLS_CERT" in env:
+            assert "HEALTH_ADDR" in env, f"{name}: TLS on the gRPC port, and no plaintext health port for probes"
+            probe_port = int(env["HEALTH_ADDR"].rsplit(":", 1)[1])
+            assert ports.get("health") == probe_port, name
         for probe in ("startupProbe", "readinessProbe"):
-            assert container[probe]["grpc"] == {"port": grpc_port, "service": health_name}, (name, probe)
-        assert container["livenessProbe"]["grpc"] == {"port": grpc_port, "service": "liveness"}, name
+            assert container[probe]["grpc"] == {"port": probe_port, "service": health_name}, (name, probe)
+        assert container["livenessProbe"]["grpc"] == {"port": probe_port, "service": "liveness"}, name
+
+
+def mounted_from(pod, container, path):
+    """The volume of `pod` that `container` mounts at the directory holding `path`."""
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/"))
+    return next(v for v in pod["volumes"] if v["name"] == mount["name"])
+
+
+def test_prod_switches_tls_mutual_tls_and_authentication_on_and_dev_leaves_them_off():
+    prod = render("prod")
+    configs = named(prod, "ConfigMap")
+    for name in SERVICES:
+        pod = named(prod, "Deployment")[name]["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env = env_of(container)
+        for setting in ("TLS_CERT", "TLS_KEY", "TLS_CLIENT_CA"):
+            volume = mounted_from(pod, container, env[setting])
+            assert volume["secret"]["secretName"] == f"{name}-tls", (name, setting)
+        jwks = mounted_from(pod, container, env["AUTH_JWKS_FILE"])
+        assert jwks["configMap"]["name"] in configs, name
+        from_config = {k for ref in container.get("envFrom", []) if "configMapRef" in ref
+                       for k in configs[ref["configMapRef"]["name"]]["data"]}
+        assert {"AUTH_ISSUER", "AUTH_AUDIENCE"} <= from_config | set(env), f"{name}: issuer and audience are required"
+    certificates = {o["spec"]["secretName"]: o for o in prod if o["kind"] == "Certificate"}
+    for name in SERVICES:
+        assert "client auth" in certificates[f"{name}-tls"]["spec"]["usages"], f"{name} presents its certificate as a client"
+    order = env_of(named(prod, "Deployment")["order-service"]["spec"]["template"]["spec"]["containers"][0])
+    headless_host = order["USER_SERVICE_URL"].removeprefix("dns:///").rsplit(":", 1)[0]
+    assert "USER_SERVICE_CA" in order, "order calls user over TLS"
+    assert headless_host in certificates["user-service-tls"]["spec"]["dnsNames"], "user's certificate names what order dials"
+
+    for name in SERVICES:
+        env = env_of(named(render("dev"), "Deployment")[name]["spec"]["template"]["spec"]["containers"][0])
+        assert not {"TLS_CERT", "AUTH_JWKS_FILE", "AUTH_JWT_SECRET_FILE"} & set(env), f"dev {name} stays plaintext and open"
 
 
 def test_prod_autoscales_every_service_and_dev_runs_one_replica():

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use meshwork::{
+    Caller,
     error::{ApiError, FieldViolations, respond},
     pagination::PageRequest,
     time::now_micros,
@@ -52,10 +53,13 @@ impl OrderApi {
 
     async fn create(
         &self,
+        caller: &Caller,
         deadline: Option<Deadline>,
         request: pb::CreateOrderRequest,
     ) -> Result<Order, ApiError> {
         let new = NewOrder::try_from(request)?;
+        // Before the request_id lookup: another user's orders are not even looked at.
+        caller.may_act_for(new.user_id.as_str())?;
         // A repeated request answers with the first order and asks nobody anything.
         if let Some(key) = new.idempotency() {
             let existing = self.store.find_by_request_id(&new.user_id, &key.request_id).await;
@@ -63,7 +67,11 @@ impl OrderApi {
                 return repeat(&key, first);
             }
         }
-        if !self.users.user_exists(new.user_id.as_str(), deadline).await? {
+        let exists = self
+            .users
+            .user_exists(new.user_id.as_str(), deadline, caller.credential())
+            .await?;
+        if !exists {
             return Err(ApiError::FailedPrecondition {
                 reason: "USER_NOT_FOUND",
                 message: format!("user {:?} does not exist", new.user_id.as_str()),
@@ -80,18 +88,27 @@ impl OrderApi {
         }
     }
 
-    async fn get(&self, request: pb::GetOrderRequest) -> Result<Order, ApiError> {
-        let id = parse_order_id(request.id)?;
-        self.store.get(&id).await.map_err(|e| e.into_api(id.as_str()))
+    /// The order `id`, if `caller` may see it. Another user's order is PERMISSION_DENIED, as
+    /// the contract's status table says (not NOT_FOUND: ids are unguessable UUIDv7s, so
+    /// saying it exists tells little, and a clear "not yours" is easier to act on).
+    async fn get(&self, caller: &Caller, id: &OrderId) -> Result<Order, ApiError> {
+        let order = self.store.get(id).await.map_err(|e| e.into_api(id.as_str()))?;
+        caller.may_act_for(order.user_id.as_str())?;
+        Ok(order)
     }
 
-    async fn list(&self, request: pb::ListOrdersRequest) -> Result<pb::ListOrdersResponse, ApiError> {
+    async fn list(
+        &self,
+        caller: &Caller,
+        request: pb::ListOrdersRequest,
+    ) -> Result<pb::ListOrdersResponse, ApiError> {
         let mut violations = FieldViolations::new();
         // A page token is bound to the filter as the caller wrote it ("" for every user).
         let filter = request.user_id;
         let user_id = violations.check("user_id", UserId::parse_filter(filter.clone()));
         let page = PageRequest::parse(request.page_size, &request.page_token, &filter, &mut violations);
         let (user_id, page) = violations.finish((user_id, page))?;
+        caller.may_see(user_id.as_ref().map(UserId::as_str))?;
         let orders = self
             .store
             .list(user_id.as_ref(), page.after.as_deref(), page.fetch_limit())
@@ -111,17 +128,28 @@ impl OrderApi {
         })
     }
 
-    async fn cancel(&self, request: pb::CancelOrderRequest) -> Result<Order, ApiError> {
+    async fn cancel(&self, caller: &Caller, request: pb::CancelOrderRequest) -> Result<Order, ApiError> {
         let id = parse_order_id(request.id)?;
+        // Checked before anything changes; an order's user never changes, so the check
+        // still holds when the cancel commits.
+        if !caller.is_admin() {
+            self.get(caller, &id).await?;
+        }
         // The store tells the watchers once it has committed.
         let cancelled = self.store.cancel(&id, now_micros()).await;
         cancelled.map_err(|e| e.into_api(id.as_str()))
     }
 
-    /// The watched user (`None`: all), or `INVALID_ARGUMENT`.
-    fn watch_filter(&self, request: pb::WatchOrdersRequest) -> Result<Option<UserId>, ApiError> {
+    /// The watched user (`None`: all), or `INVALID_ARGUMENT`, or `PERMISSION_DENIED`.
+    fn watch_filter(
+        &self,
+        caller: &Caller,
+        request: pb::WatchOrdersRequest,
+    ) -> Result<Option<UserId>, ApiError> {
         let user_id = UserId::parse_filter(request.user_id);
-        user_id.map_err(|why| ApiError::invalid_field("user_id", why))
+        let user_id = user_id.map_err(|why| ApiError::invalid_field("user_id", why))?;
+        caller.may_see(user_id.as_ref().map(UserId::as_str))?;
+        Ok(user_id)
     }
 }
 
@@ -150,8 +178,9 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::CreateOrderRequest>,
     ) -> Result<Response<pb::CreateOrderResponse>, Status> {
-        let deadline = request.extensions().get::<Deadline>().copied();
-        let order = self.create(deadline, request.into_inner()).await;
+        let (_, extensions, request) = request.into_parts();
+        let deadline = extensions.get::<Deadline>().copied();
+        let order = self.create(Caller::of(&extensions), deadline, request).await;
         respond(
             SERVICE_NAME,
             order.map(|order| pb::CreateOrderResponse {
@@ -164,7 +193,11 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::GetOrderResponse>, Status> {
-        let order = self.get(request.into_inner()).await;
+        let (_, extensions, request) = request.into_parts();
+        let order = match parse_order_id(request.id) {
+            Ok(id) => self.get(Caller::of(&extensions), &id).await,
+            Err(error) => Err(error),
+        };
         respond(
             SERVICE_NAME,
             order.map(|order| pb::GetOrderResponse {
@@ -177,14 +210,16 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
-        respond(SERVICE_NAME, self.list(request.into_inner()).await)
+        let (_, extensions, request) = request.into_parts();
+        respond(SERVICE_NAME, self.list(Caller::of(&extensions), request).await)
     }
 
     async fn cancel_order(
         &self,
         request: Request<pb::CancelOrderRequest>,
     ) -> Result<Response<pb::CancelOrderResponse>, Status> {
-        let order = self.cancel(request.into_inner()).await;
+        let (_, extensions, request) = request.into_parts();
+        let order = self.cancel(Caller::of(&extensions), request).await;
         respond(
             SERVICE_NAME,
             order.map(|order| pb::CancelOrderResponse {
@@ -197,7 +232,9 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::WatchOrdersRequest>,
     ) -> Result<Response<Self::WatchOrdersStream>, Status> {
-        let user_id = respond(SERVICE_NAME, self.watch_filter(request.into_inner()))?.into_inner();
+        let (_, extensions, request) = request.into_parts();
+        let user_id =
+            respond(SERVICE_NAME, self.watch_filter(Caller::of(&extensions), request))?.into_inner();
         match self.events.watch(user_id, self.shutdown.clone()) {
             Ok(watch) => Ok(Response::new(watch)),
             // Answered at once: the caller may retry later, or elsewhere.

@@ -13,17 +13,18 @@ mod order_events;
 mod store;
 mod users;
 
-use std::{process::ExitCode, sync::Arc, time::Duration};
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
 use meshwork::{
     config::{self, Defaults, ServerConfig},
     server::{self, GrpcServices},
-    shutdown, telemetry,
+    shutdown, telemetry, tls,
 };
-use meshwork_clients::{ChannelOptions, Target};
+use meshwork_clients::{ChannelOptions, ClientTls, Target};
 use meshwork_database::{DatabasePoolConfig, DatabaseUrl};
 use meshwork_proto::order::v1::order_service_server::OrderServiceServer;
+use tokio_util::sync::CancellationToken;
 
 /// Settings of order-service (environment variables or flags).
 #[derive(Parser, Debug)]
@@ -63,6 +64,17 @@ struct Config {
     #[arg(long, env = "USER_SERVICE_EJECT_FOR", default_value = "5s", value_parser = config::parse_positive_duration)]
     user_service_eject_for: Duration,
 
+    /// PEM CA bundle User's certificate must be signed by: calls to User go over TLS
+    /// (required with an `https://` USER_SERVICE_URL; with `dns:///`, it switches TLS on).
+    /// With TLS_CERT/TLS_KEY set, Order presents them as its client certificate.
+    #[arg(long, env = "USER_SERVICE_CA", value_parser = config::certificates_file)]
+    user_service_ca: Option<PathBuf>,
+
+    /// The name User's certificate must carry, instead of the URL's host (for `dns:///`, the
+    /// name resolved, whose addresses are pod IPs, is the default).
+    #[arg(long, env = "USER_SERVICE_TLS_NAME", requires = "user_service_ca")]
+    user_service_tls_name: Option<String>,
+
     /// How often a `dns:///` USER_SERVICE_URL is resolved again.
     #[arg(long, env = "USER_SERVICE_DNS_REFRESH", default_value = "5s", value_parser = config::parse_positive_duration)]
     user_service_dns_refresh: Duration,
@@ -73,17 +85,68 @@ struct Config {
 }
 
 impl Config {
-    /// How the channel to the User service behaves.
-    fn user_channel(&self) -> ChannelOptions {
-        ChannelOptions {
+    /// How the channel to the User service behaves; an error names the settings that do
+    /// not go together. The client certificate is watched until `stop`.
+    fn user_channel(&self, stop: &CancellationToken) -> Result<ChannelOptions, String> {
+        Ok(ChannelOptions {
             max_attempts: self.user_service_max_attempts,
             retry_budget: self.user_service_retry_budget,
             eject_after: self.user_service_eject_after,
             eject_for: self.user_service_eject_for,
             dns_refresh: self.user_service_dns_refresh,
             timeout: Some(self.user_service_timeout),
+            tls: self.user_tls(stop)?,
             ..ChannelOptions::default()
+        })
+    }
+
+    /// TLS to User: on with USER_SERVICE_CA, which an `https://` URL needs and an `http://`
+    /// one contradicts.
+    fn user_tls(&self, stop: &CancellationToken) -> Result<Option<ClientTls>, String> {
+        let https = match &self.user_service_url {
+            Target::Static(uris) => {
+                let tls = uris
+                    .iter()
+                    .filter(|uri| uri.scheme_str() == Some("https"))
+                    .count();
+                if tls != 0 && tls != uris.len() {
+                    return Err("USER_SERVICE_URL (--user-service-url) mixes http:// and https://".into());
+                }
+                tls != 0
+            }
+            Target::Dns { .. } => self.user_service_ca.is_some(),
+        };
+        let Some(ca) = &self.user_service_ca else {
+            return match https {
+                true => Err("USER_SERVICE_URL (--user-service-url) is https:// but USER_SERVICE_CA (--user-service-ca) is not set".into()),
+                false => Ok(None),
+            };
+        };
+        if !https {
+            return Err("USER_SERVICE_CA (--user-service-ca) is set but USER_SERVICE_URL (--user-service-url) is http://; use https://".into());
         }
+        let roots = tls::WatchedRoots::load(ca)
+            .map_err(|e| format!("invalid USER_SERVICE_CA (--user-service-ca): {e}"))?;
+        roots.watch(stop.clone());
+        let roots = Arc::new(move || roots.current());
+        let security = &self.server.security;
+        let identity = match (&security.tls_cert, &security.tls_key) {
+            (Some(cert), Some(key)) => {
+                let identity = tls::WatchedIdentity::load(cert, key)
+                    .map_err(|e| format!("invalid TLS_CERT/TLS_KEY (--tls-cert/--tls-key): {e}"))?;
+                identity.watch(stop.clone());
+                Some(identity as _)
+            }
+            _ => None,
+        };
+        let tls = ClientTls::new(
+            tls::provider(),
+            roots,
+            identity,
+            self.user_service_tls_name.as_deref(),
+        )
+        .map_err(|e| format!("invalid USER_SERVICE_TLS_NAME (--user-service-tls-name): {e}"))?;
+        Ok(Some(tls))
     }
 }
 
@@ -113,6 +176,14 @@ async fn main() -> ExitCode {
     let config: Config = config::parse_or_exit(DEFAULTS);
     let telemetry = telemetry::init(&config.server);
     let shutdown = shutdown::on_signal();
+    let user_channel = match config.user_channel(&shutdown) {
+        Ok(options) => options,
+        Err(error) => {
+            // A setting error: one line, exit status 2, before the database is opened.
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
 
     let events = order_events::OrderEvents::new(config.max_watch_streams);
     let opened = store::OrderStore::open(&config.database_url, &config.pool, events.clone(), &shutdown);
@@ -123,7 +194,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let channel = meshwork_clients::connect(&config.user_service_url, &config.user_channel());
+    let channel = meshwork_clients::connect(&config.user_service_url, &user_channel);
     let users = users::GrpcUserDirectory::new(channel);
     let api = api::OrderApi::new(
         store.clone(),

@@ -1,9 +1,12 @@
 //! The gRPC handlers of `user.v1.UserService`. Each one parses its request into a domain
-//! type, asks the store, and answers; every failure goes through `ApiError`.
+//! type, asks the store, and answers; every failure goes through `ApiError`. The admin-only
+//! methods are refused by the runtime's authentication layer; the rules that need the id
+//! (GetUser, UpdateUser: the caller's own user, or an admin) are checked here.
 
 use std::sync::Arc;
 
 use meshwork::{
+    Caller,
     error::{ApiError, FieldViolations, respond},
     pagination::PageRequest,
     time::now_micros,
@@ -52,8 +55,13 @@ impl UserApi {
         })
     }
 
-    async fn get(&self, request: pb::GetUserRequest) -> Result<pb::GetUserResponse, ApiError> {
+    async fn get(
+        &self,
+        caller: &Caller,
+        request: pb::GetUserRequest,
+    ) -> Result<pb::GetUserResponse, ApiError> {
         let id = parse_id(request.id)?;
+        caller.may_act_for(id.as_str())?;
         let user = self.store.get(&id).await.map_err(|e| e.into_api(id.as_str()))?;
         Ok(pb::GetUserResponse {
             user: Some(user.into()),
@@ -83,8 +91,13 @@ impl UserApi {
         })
     }
 
-    async fn update(&self, request: pb::UpdateUserRequest) -> Result<pb::UpdateUserResponse, ApiError> {
+    async fn update(
+        &self,
+        caller: &Caller,
+        request: pb::UpdateUserRequest,
+    ) -> Result<pb::UpdateUserResponse, ApiError> {
         let changes = UserChanges::try_from(request)?;
+        caller.may_act_for(changes.id.as_str())?;
         let user = self
             .store
             .update(&changes, now_micros())
@@ -122,7 +135,8 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::GetUserResponse>, Status> {
-        respond(SERVICE_NAME, self.get(request.into_inner()).await)
+        let (_, extensions, request) = request.into_parts();
+        respond(SERVICE_NAME, self.get(Caller::of(&extensions), request).await)
     }
 
     async fn list_users(
@@ -136,7 +150,8 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::UpdateUserRequest>,
     ) -> Result<Response<pb::UpdateUserResponse>, Status> {
-        respond(SERVICE_NAME, self.update(request.into_inner()).await)
+        let (_, extensions, request) = request.into_parts();
+        respond(SERVICE_NAME, self.update(Caller::of(&extensions), request).await)
     }
 
     async fn delete_user(
