@@ -2,29 +2,44 @@
 # SayHello under h2load: the production hello-service against bare tonic (bench/src/bin/
 # bare-hello.rs), side by side in one run, as ratios. Each server is pinned to core 0 and
 # h2load to core 1 (taskset), warm-up then a measured run, in two shapes: 52 streams
-# (4 connections x 13) and 1 stream. The run fails if hello-service answered any call with
-# a code other than OK (read from its own grpc_server_handled_total); the streams h2load
-# resets when its time is up are counted Canceled, and allowed.
+# (4 connections x 13) and 1 stream. Rows: bare tonic; hello-service as configured by
+# default (access log at info); with RUST_LOG=warn; with every span sampled and exported
+# to a local OTLP/gRPC receiver (`meshwork-bench sink`, on core 1 with h2load). For each:
+# req/s, the 1-stream p99, idle RSS, and start-to-SERVING (`meshwork-bench startup`).
+#
+# The run fails if hello-service answered any call with a code other than OK (read from its
+# own grpc_server_handled_total); the streams h2load resets when its time is up are counted
+# Canceled, and allowed. With export on, it also fails if the sink received no span.
+#
+# Each row is appended to $RESULTS/sayhello.jsonl for `meshwork-bench report`.
 #
 #   bench/h2load.sh            (after `cargo build --release -p hello-service -p meshwork-bench`)
-#   WARMUP=5 DURATION=10 bench/h2load.sh
+#   WARMUP=1 DURATION=3 bench/h2load.sh      (seconds)
 #   HELLO_BIN=/path/to/older/hello-service bench/h2load.sh   (compare another build, same baseline)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WARMUP=${WARMUP:-5}
 DURATION=${DURATION:-10}
+WARMUP=${WARMUP%s} DURATION=${DURATION%s}
+[[ $WARMUP =~ ^[0-9]+$ && $DURATION =~ ^[0-9]+$ ]] || { echo "WARMUP and DURATION are whole seconds"; exit 2; }
 BIN=target/release
+BENCH=$BIN/meshwork-bench
 HELLO_BIN=${HELLO_BIN:-$BIN/hello-service}
 # Codes a measured run may end with: the streams h2load resets at the end are Canceled (builds
 # before 2026-12 counted them Unknown: ALLOWED_CODES='OK|Canceled|Unknown' to measure one).
 ALLOWED_CODES=${ALLOWED_CODES:-OK|Canceled}
 OUT=.bench/h2load
-mkdir -p "$OUT"
+RESULTS=${RESULTS:-.bench/results}
+SINK_ADDR=127.0.0.1:54317
+mkdir -p "$OUT" "$RESULTS"
+rm -f "$RESULTS/sayhello.jsonl"
+: >"$OUT/sink.log"
 if ! command -v h2load >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get install -y -q nghttp2-client >/dev/null || true
 fi
 command -v h2load >/dev/null || { echo "h2load is missing: apt-get install nghttp2-client"; exit 1; }
+[ -x "$BENCH" ] || { echo "$BENCH is missing: cargo build --release -p meshwork-bench"; exit 1; }
 PIN_SERVER=(taskset -c 0)
 PIN_LOAD=(taskset -c 1)
 [ "$(nproc)" -ge 2 ] || { PIN_SERVER=(); PIN_LOAD=(); }
@@ -36,17 +51,13 @@ pids=()
 cleanup() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-# serve NAME PORT COMMAND...: starts a server pinned to core 0, waits until it listens.
+# serve NAME PORT PROBE COMMAND...: starts a server pinned to core 0, waits until it is ready.
 serve() {
-  local name=$1 port=$2; shift 2
-  env LISTEN_ADDR=127.0.0.1:$port METRICS_ADDR=127.0.0.1:$((port + 1000)) "${PIN_SERVER[@]}" "$@" \
-    >"$OUT/$name.log" 2>&1 &
+  local name=$1 port=$2 probe=$3; shift 3
+  "${PIN_SERVER[@]}" "$@" >"$OUT/$name.log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "$name did not start:"; cat "$OUT/$name.log"; exit 1
+  "$BENCH" ready --target "http://127.0.0.1:$port" --probe "$probe" --timeout 10s \
+    || { echo "$name did not start:"; cat "$OUT/$name.log"; exit 1; }
 }
 
 # measure NAME PORT CONNECTIONS STREAMS: prints "req/s p99_us".
@@ -60,38 +71,81 @@ measure() {
   rps=$(awk '/^finished in/ { gsub(",", "", $4); print $4 }' "$OUT/$name-$streams.txt")
   # The log holds one line per request: start (µs), HTTP status, duration (µs).
   p99=$(awk '{ print $3 }' "$OUT/$name-$streams.tsv" | sort -n | awk '{ a[NR] = $1 } END { print a[int(NR * 0.99)] }')
+  [ -n "$rps" ] && [ -n "$p99" ] || { echo "h2load gave no result for $name:"; cat "$OUT/$name-$streams.txt"; exit 1; }
   echo "$rps $p99"
 }
 
 rss_kib() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
 
-declare -A result
-run_server() { # NAME PORT COMMAND...
-  local name=$1 port=$2; shift 2
-  serve "$name" "$port" "$@"
-  local pid=${pids[-1]}
-  result[$name.idle_rss]=$(rss_kib "$pid")
-  read -r result[$name.52] result[$name.52.p99] < <(measure "$name" "$port" 4 13)
-  read -r result[$name.1] result[$name.1.p99] < <(measure "$name" "$port" 1 1)
-  if [ "$name" != bare ]; then
-    local bad
-    bad=$(curl -s "http://127.0.0.1:$((port + 1000))/metrics" \
-      | awk -v ok="grpc_code=\"($ALLOWED_CODES)\"" '/^grpc_server_handled_total/ && /SayHello/ && $0 !~ ok { s += $NF } END { print s + 0 }')
-    [ "$bad" = 0 ] || { echo "$name answered $bad calls with a code other than OK"; exit 1; }
-  fi
-  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+# handled METRICS_PORT FILTER: the sum of SayHello's grpc_server_handled_total whose line
+# matches the awk expression FILTER (over the line, $0).
+handled() {
+  curl -sf "http://127.0.0.1:$1/metrics" | awk "/^grpc_server_handled_total/ && /SayHello/ && ($2) { s += \$NF } END { print s + 0 }"
 }
 
-run_server bare 50061 "$BIN/bare-hello"
-run_server hello 50071 "$HELLO_BIN"
-run_server hello-warn 50081 env RUST_LOG=warn "$HELLO_BIN"
+# sink_total: the spans the sink has received so far (its last report).
+sink_total() { awk '{ n = $3 } END { print n + 0 }' "$OUT/sink.log"; }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-printf '| server | 52 streams req/s | 1 stream req/s | 1-stream p99 | idle RSS |\n|---|---:|---:|---:|---:|\n'
-for name in bare hello hello-warn; do
-  printf '| %s | %.0f (%sx) | %.0f (%sx) | %s µs (%sx) | %.1f MiB |\n' "$name" \
-    "${result[$name.52]}" "$(ratio "${result[$name.52]}" "${result[bare.52]}")" \
-    "${result[$name.1]}" "$(ratio "${result[$name.1]}" "${result[bare.1]}")" \
-    "${result[$name.1.p99]}" "$(ratio "${result[$name.1.p99]}" "${result[bare.1.p99]}")" \
-    "$(awk -v k="${result[$name.idle_rss]}" 'BEGIN { print k / 1024 }')"
-done
+# sink_settled_total: the sink's total once it has stopped growing (bounded: 15 s).
+sink_settled_total() {
+  local last=-1 now
+  for _ in $(seq 50); do
+    now=$(sink_total)
+    [ "$now" = "$last" ] && break
+    last=$now
+    sleep 0.3
+  done
+  echo "$now"
+}
+
+# start_sink: the OTLP/gRPC receiver, on core 1 with h2load, once it accepts connections.
+start_sink() {
+  "${PIN_LOAD[@]}" "$BENCH" sink --listen "$SINK_ADDR" 2>"$OUT/sink.log" &
+  pids+=($!)
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/${SINK_ADDR%:*}/${SINK_ADDR#*:}") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "the OTLP sink did not start:"; cat "$OUT/sink.log"; exit 1
+}
+
+# run_server NAME LABEL PORT PROBE COMMAND...: times its start, serves it, measures both
+# shapes, checks its codes, stops it, and appends its row to sayhello.jsonl.
+run_server() {
+  local name=$1 label=$2 port=$3 probe=$4; shift 4
+  local command=(env LISTEN_ADDR=127.0.0.1:$port METRICS_ADDR=127.0.0.1:$((port + 1000)) "$@")
+  local ready_ms rps_52 p99_52 rps_1 p99_1
+  ready_ms=$("$BENCH" startup --target "http://127.0.0.1:$port" --probe "$probe" --runs 5 -- "${PIN_SERVER[@]}" "${command[@]}")
+  local spans_before; spans_before=$(sink_total)
+  serve "$name" "$port" "$probe" "${command[@]}"
+  local pid=${pids[-1]} idle_rss
+  idle_rss=$(rss_kib "$pid")
+  read -r rps_52 p99_52 < <(measure "$name" "$port" 4 13)
+  read -r rps_1 p99_1 < <(measure "$name" "$port" 1 1)
+  if [ "$probe" = health ]; then
+    local bad calls
+    bad=$(handled $((port + 1000)) "\$0 !~ /grpc_code=\"($ALLOWED_CODES)\"/")
+    [ "$bad" = 0 ] || { echo "$name answered $bad calls with a code other than OK"; exit 1; }
+    calls=$(handled $((port + 1000)) 1)
+  fi
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  if [ "$name" = hello-otel ]; then
+    local spans=$(($(sink_settled_total) - spans_before))
+    [ "$spans" -gt 0 ] || { echo "$name exported no span to the sink"; exit 1; }
+    echo "$name: the sink received $spans spans for $calls SayHello calls"
+  fi
+  printf '{"server":"%s","label":"%s","rps_52":%s,"rps_1":%s,"p99_1_us":%s,"idle_rss_kib":%s,"ready_ms":%s,"warmup_s":%s,"duration_s":%s}\n' \
+    "$name" "$label" "$rps_52" "$rps_1" "$p99_1" "$idle_rss" "$ready_ms" "$WARMUP" "$DURATION" >>"$RESULTS/sayhello.jsonl"
+  echo "$label: $rps_52 req/s with 52 streams, $rps_1 req/s with 1 stream (p99 $p99_1 µs), ready in $ready_ms ms"
+}
+
+run_server bare "bare tonic (baseline)" 50061 say-hello "$BIN/bare-hello"
+run_server hello "hello-service (access log at info)" 50071 health "$HELLO_BIN"
+run_server hello-warn "hello-service, RUST_LOG=warn" 50081 health env RUST_LOG=warn "$HELLO_BIN"
+
+start_sink
+run_server hello-otel "hello-service, span export on (always_on)" 50091 health \
+  env OTEL_EXPORTER_OTLP_ENDPOINT="http://$SINK_ADDR" OTEL_TRACES_SAMPLER=always_on "$HELLO_BIN"
+
+echo
+"$BENCH" report --results "$RESULTS" --print sayhello

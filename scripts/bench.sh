@@ -1,49 +1,123 @@
 #!/usr/bin/env bash
-# `make bench`: release binaries on loopback, closed-loop load from meshwork-bench, one
-# result line per scenario. Load generator and services share this machine's cores, so
-# compare numbers between runs on one machine, not across machines.
+# `make bench`, the mesh part: user-service and order-service (release builds, on loopback)
+# share core 0 (taskset), the load generator `meshwork-bench` runs on core 1. 1,000 users are
+# seeded first; then, on SQLite and (when a server answers at BENCH_POSTGRES_URL) on
+# PostgreSQL: GetUser, ListUsers (page_size 50), CreateUser, CreateOrder (with its GetUser
+# call to the User service), and WatchOrders fan-out (100 watchers of one user while orders
+# for that user are created). Each scenario reports throughput, p50/p90/p99, the services'
+# CPU seconds per 10k calls and their peak RSS, and is appended to $RESULTS/mesh.jsonl for
+# `meshwork-bench report`. Then the replica rows: CreateOrder over two User instances (one
+# SIGKILLed half-way through), and PostgreSQL with two replicas of each service.
 #
-#   DURATION=10s CONCURRENCY=64 scripts/bench.sh
-#   BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres scripts/bench.sh  (default)
+# A scenario fails the run if any of its calls was not OK (the load generator's own count),
+# or if any service counted a code other than OK or Canceled in its grpc_server_handled_total.
+#
+#   scripts/bench.sh                          (after `cargo build --release --workspace --bins`)
+#   WARMUP=1 DURATION=3 CONCURRENCY=32 scripts/bench.sh        (seconds)
+#   BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres scripts/bench.sh  (default;
+#   empty: no PostgreSQL rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-10s}
-WARMUP=${WARMUP:-2s}
+WARMUP=${WARMUP:-2}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP%s} DURATION=${DURATION%s}
+[[ $WARMUP =~ ^[0-9]+$ && $DURATION =~ ^[0-9]+$ ]] || { echo "WARMUP and DURATION are whole seconds"; exit 2; }
 CONCURRENCY=${CONCURRENCY:-64}
+USERS=${USERS:-1000}
+WATCHERS=${WATCHERS:-100}
+# Orders per second in the fan-out: 200 x 100 watchers is 20,000 events/s, within what one
+# core of this machine delivers, so the latency measured is delivery's, not a backlog's.
+WATCH_RATE=${WATCH_RATE:-200}
 PG_ADMIN=${BENCH_POSTGRES_URL-postgres://postgres@127.0.0.1:5432/postgres}
 BIN=target/release
-OUT=.bench
-mkdir -p "$OUT"
-rm -rf "$OUT"/data-* "$OUT"/*.log
+BENCH=$BIN/meshwork-bench
+OUT=.bench/mesh
+RESULTS=${RESULTS:-.bench/results}
+rm -rf "$OUT"
+mkdir -p "$OUT" "$RESULTS"
+rm -f "$RESULTS/mesh.jsonl"
+PIN_SERVICES=(taskset -c 0)
+PIN_LOAD=(taskset -c 1)
+[ "$(nproc)" -ge 2 ] || { PIN_SERVICES=(); PIN_LOAD=(); }
+
 pids=()
 cleanup() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-# start NAME BINARY PORT [ENV=VALUE...]: starts a service, waits until it listens.
-# Services named alike share a data directory (user, user-2: one SQLite file).
+# The services running, by name: their pid and metrics port.
+declare -A pid_of metrics_port_of
+
+# start NAME BINARY PORT [ENV=VALUE...]: starts a service pinned to core 0, waits until its
+# health says SERVING. Services named alike share a data directory (user, user-2: one SQLite
+# file). Its metrics port is PORT + 1000.
 start() {
   local name=$1 binary=$2 port=$3; shift 3
   local dir="$OUT/data-${name%-*}"
   mkdir -p "$dir"
-  env DATABASE_URL="sqlite://$dir/db.sqlite" "$@" LISTEN_ADDR=127.0.0.1:$port METRICS_ADDR=127.0.0.1:0 \
-    "$BIN/$binary" >"$OUT/$name.log" 2>&1 &
+  env DATABASE_URL="sqlite://$dir/db.sqlite" "$@" LISTEN_ADDR=127.0.0.1:$port METRICS_ADDR=127.0.0.1:$((port + 1000)) \
+    "${PIN_SERVICES[@]}" "$BIN/$binary" >"$OUT/$name.log" 2>&1 &
   pids+=($!)
-  last_pid=$!
-  for _ in $(seq 200); do
-    grep -q 'listening' "$OUT/$name.log" && return 0
-    sleep 0.05
+  pid_of[$name]=$!
+  metrics_port_of[$name]=$((port + 1000))
+  "$BENCH" ready --target "http://127.0.0.1:$port" --timeout 20s \
+    || { echo "$name did not start:"; cat "$OUT/$name.log"; exit 1; }
+}
+
+# check_codes: every running service answered every call OK (or Canceled: a client that let
+# go, as the fan-out's watchers do at the end); fails the run otherwise.
+check_codes() {
+  local name bad
+  for name in "${!metrics_port_of[@]}"; do
+    bad=$(curl -sf "http://127.0.0.1:${metrics_port_of[$name]}/metrics" \
+      | awk '/^grpc_server_handled_total/ && $0 !~ /grpc_code="(OK|Canceled)"/ { s += $NF } END { print s + 0 }')
+    [ "$bad" = 0 ] || { echo "$name answered $bad calls with a code other than OK:"; \
+      curl -s "http://127.0.0.1:${metrics_port_of[$name]}/metrics" | grep '^grpc_server_handled_total' | grep -v 'grpc_code="OK"'; exit 1; }
   done
-  echo "$name did not start:"; cat "$OUT/$name.log"; exit 1
 }
 
-load() { # LABEL TARGET RPC [more args]
-  local label=$1 target=$2 rpc=$3; shift 3
-  "$BIN/meshwork-bench" load --label "$label" --target "$target" --rpc "$rpc" \
-    --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP" "$@"
+# watched NAME,NAME...: the --pid arguments, one a line, charging a scenario's CPU and memory
+# to those services.
+watched() {
+  local names name
+  IFS=, read -ra names <<<"$1"
+  for name in "${names[@]}"; do printf -- '--pid\n%s=%s\n' "$name" "${pid_of[$name]}"; done
 }
 
-rss_mib() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+# load BACKEND SCENARIO RPC TARGET SERVICES [more load args]: one closed-loop scenario.
+# SERVICES is a comma-separated list of the services it is charged to.
+load() {
+  local backend=$1 scenario=$2 rpc=$3 target=$4 services=$5; shift 5
+  local pid_args; mapfile -t pid_args < <(watched "$services")
+  "${PIN_LOAD[@]}" "$BENCH" load --scenario "$scenario" --backend "$backend" --rpc "$rpc" --target "$target" \
+    --concurrency "$CONCURRENCY" --duration "${DURATION}s" --warmup "${WARMUP}s" \
+    --results "$RESULTS/mesh.jsonl" "${pid_args[@]}" "$@"
+  check_codes
+}
+
+# fan_out BACKEND ORDER_TARGET USERS_FILE SERVICES: the WatchOrders fan-out scenario.
+fan_out() {
+  local backend=$1 target=$2 users=$3 services=$4
+  local pid_args; mapfile -t pid_args < <(watched "$services")
+  "${PIN_LOAD[@]}" "$BENCH" watch --scenario "WatchOrders fan-out" --backend "$backend" --target "$target" \
+    --users "$users" --watchers "$WATCHERS" --rate "$WATCH_RATE" --duration "${DURATION}s" --warmup "${WARMUP}s" \
+    --results "$RESULTS/mesh.jsonl" "${pid_args[@]}"
+  check_codes
+}
+
+# scenarios BACKEND USER_PORT ORDER_PORT USER_NAME ORDER_NAME: seeds the users, then runs the
+# five scenarios against that pair of services. ListUsers runs before CreateUser, so that it
+# pages through exactly the seeded users.
+scenarios() {
+  local backend=$1 user=http://127.0.0.1:$2 order=http://127.0.0.1:$3 both=$4,$5
+  local users="$OUT/users-${4}.txt"
+  "${PIN_LOAD[@]}" "$BENCH" seed --target "$user" --users "$USERS" --out "$users"
+  load "$backend" GetUser get-user "$user" "$both" --users "$users"
+  load "$backend" "ListUsers (page_size 50)" list-users "$user" "$both" --page-size 50
+  load "$backend" CreateUser create-user "$user" "$both"
+  load "$backend" "CreateOrder (+ its GetUser)" create-order "$order" "$both" --users "$users"
+  fan_out "$backend" "$order" "$users" "$both"
+}
 
 fresh_pg_db() { # NAME: creates a fresh database, prints its URL
   local db="meshwork_bench_$1"
@@ -51,49 +125,47 @@ fresh_pg_db() { # NAME: creates a fresh database, prints its URL
   echo "${PG_ADMIN%/*}/$db"
 }
 
-echo "# meshwork bench: $(nproc) cores, concurrency $CONCURRENCY, $DURATION per scenario after $WARMUP warm-up"
-echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(rustc --version)"
+echo "# meshwork bench: $(nproc) cores, $CONCURRENCY calls in flight, ${DURATION}s per scenario after ${WARMUP}s of warm-up"
 
-# --- Hello: the cost of one RPC, with and without span export ---------------------------
-start hello hello-service 51051
-echo "hello-service idle RSS: $(rss_mib "$last_pid") MiB"
-load "SayHello, span export off" http://127.0.0.1:51051 say-hello
-echo "hello-service RSS after load: $(rss_mib "$last_pid") MiB"
-
-"$BIN/meshwork-bench" sink --listen 127.0.0.1:54317 2>"$OUT/sink.log" &
-pids+=($!)
-start hello-otel hello-service 51052 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:54317 OTEL_TRACES_SAMPLER=always_on
-load "SayHello, span export on (100%)" http://127.0.0.1:51052 say-hello
-
-# --- SQLite: User, and Order with one and two User instances -------------------------------
+# --- SQLite: one User and one Order -------------------------------------------------------
 start user user-service 51053
-load "GetUser (SQLite)" http://127.0.0.1:51053 get-user
-load "CreateUser (SQLite)" http://127.0.0.1:51053 create-user
 start order order-service 51054 USER_SERVICE_URL=http://127.0.0.1:51053
-load "CreateOrder (SQLite, 1 User)" http://127.0.0.1:51054 create-order --user-target http://127.0.0.1:51053
+scenarios SQLite 51053 51054 user order
 
+# --- SQLite: Order over two User instances, then one of them SIGKILLed half-way ------------
 start user-2 user-service 51055
-user2_pid=$last_pid
 start order-2 order-service 51056 USER_SERVICE_URL=http://127.0.0.1:51053,http://127.0.0.1:51055
-load "CreateOrder (SQLite, 2 Users)" http://127.0.0.1:51056 create-order --user-target http://127.0.0.1:51053
-( sleep 5; kill -KILL "$user2_pid" ) &
-load "CreateOrder (2 Users, 1 killed at 5s)" http://127.0.0.1:51056 create-order --user-target http://127.0.0.1:51053
+load "SQLite, 2 Users" "CreateOrder (+ its GetUser)" create-order http://127.0.0.1:51056 \
+  user,user-2,order-2 --users "$OUT/users-user.txt"
+kill_at=$((WARMUP + DURATION / 2))
+# Disowned, so that bash does not report the killed job in the middle of the results.
+disown "${pid_of[user-2]}"
+( sleep "$kill_at"; kill -KILL "${pid_of[user-2]}" ) &
+pids+=($!)
+# user-2 is not charged: it is gone before the window ends.
+unset 'metrics_port_of[user-2]'
+load "SQLite, 2 Users, 1 killed at ${kill_at}s" "CreateOrder (+ its GetUser)" create-order \
+  http://127.0.0.1:51056 user,order-2 --users "$OUT/users-user.txt"
 
-# --- PostgreSQL: one and two replicas ----------------------------------------------------------
+# --- PostgreSQL: one replica of each, then two ----------------------------------------------
 if [ -n "$PG_ADMIN" ] && psql "$PG_ADMIN" -qc 'SELECT 1' >/dev/null 2>&1; then
   user_db=$(fresh_pg_db user); order_db=$(fresh_pg_db order)
   start user-pg user-service 51063 DATABASE_URL="$user_db"
-  load "GetUser (PostgreSQL)" http://127.0.0.1:51063 get-user
-  load "CreateUser (PostgreSQL)" http://127.0.0.1:51063 create-user
   start order-pg order-service 51064 DATABASE_URL="$order_db" USER_SERVICE_URL=http://127.0.0.1:51063
-  load "CreateOrder (PostgreSQL)" http://127.0.0.1:51064 create-order --user-target http://127.0.0.1:51063
+  scenarios PostgreSQL 51063 51064 user-pg order-pg
+
   start user-pg-2 user-service 51065 DATABASE_URL="$user_db"
   start order-pg-2 order-service 51066 DATABASE_URL="$order_db" \
     USER_SERVICE_URL=http://127.0.0.1:51063,http://127.0.0.1:51065
-  load "GetUser (PostgreSQL, 2 replicas)" http://127.0.0.1:51063,http://127.0.0.1:51065 get-user
-  load "CreateUser (PostgreSQL, 2 replicas)" http://127.0.0.1:51063,http://127.0.0.1:51065 create-user
-  load "CreateOrder (PostgreSQL, 2+2 replicas)" http://127.0.0.1:51064,http://127.0.0.1:51066 create-order \
-    --user-target http://127.0.0.1:51063
+  all_pg=user-pg,user-pg-2,order-pg,order-pg-2
+  load "PostgreSQL, 2 replicas" GetUser get-user http://127.0.0.1:51063,http://127.0.0.1:51065 "$all_pg" \
+    --users "$OUT/users-user-pg.txt"
+  load "PostgreSQL, 2 replicas" CreateUser create-user http://127.0.0.1:51063,http://127.0.0.1:51065 "$all_pg"
+  load "PostgreSQL, 2+2 replicas" "CreateOrder (+ its GetUser)" create-order \
+    http://127.0.0.1:51064,http://127.0.0.1:51066 "$all_pg" --users "$OUT/users-user-pg.txt"
 else
   echo "# PostgreSQL scenarios skipped: no server at BENCH_POSTGRES_URL"
 fi
+
+echo
+"$BENCH" report --results "$RESULTS" --print mesh

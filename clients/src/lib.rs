@@ -52,6 +52,6 @@ pub use meshwork_proto::{
 };
 pub use meshwork_rpc::Deadline;
 pub use target::Target;
+pub use tls::ClientTls;
 /// The `google.rpc.ErrorInfo` that [`error_info`] returns (from tonic-types).
 pub use tonic_types::ErrorInfo;
-pub use tls::ClientTls;
