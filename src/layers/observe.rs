@@ -30,7 +30,7 @@ use tracing::{
     field::{self, Empty},
 };
 
-use crate::connection::Activity;
+use crate::{connection::Activity, telemetry::ACCESS_LOG};
 
 /// The server side's [`Observer`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -113,7 +113,7 @@ impl CallEnd for ServedCall {
         // Inside the call's span, so the line carries its trace and span ids.
         self.span.in_scope(|| {
             tracing::info!(
-                target: "meshwork::access",
+                target: ACCESS_LOG,
                 method = self.method.full_name,
                 code = code_name(code),
                 // Whole microseconds, so the line reads `0.056`, not `0.056184000000000005`.

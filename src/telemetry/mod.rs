@@ -44,6 +44,9 @@ mod line;
 
 use line::{TextLine, WithTraceIds};
 
+/// The target of the access log, one line per call (`RUST_LOG=meshwork::access=off` stops it).
+pub const ACCESS_LOG: &str = "meshwork::access";
+
 /// Keeps telemetry running; [`Telemetry::shutdown`] flushes the spans still buffered.
 #[must_use = "spans are lost unless Telemetry::shutdown runs before the process exits"]
 pub struct Telemetry {
@@ -149,7 +152,11 @@ where
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
-        .with_filter(LevelFilter::INFO)
+        // The access line would become an event on every call's span, saying again what the
+        // span's own attributes say (method, status, duration, peer).
+        .with_filter(LevelFilter::INFO.and(filter_fn(|metadata| {
+            !(metadata.is_event() && metadata.target() == ACCESS_LOG)
+        })))
         .boxed()
 }
 
