@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Instructions per SayHello under callgrind: counts, unlike seconds, repeat on a shared machine.
+# A warm-up of 2,000 calls, counters zeroed, 20,000 calls (4 connections x 13 streams), dump.
+#
+#   cargo build --profile profiling -p hello-service -p meshwork-bench
+#   bench/callgrind.sh bare target/profiling/bare-hello
+#   bench/callgrind.sh hello target/profiling/hello-service RUST_LOG=warn
+#   callgrind_annotate --inclusive=yes .bench/callgrind/hello.*.out.1 | less   (where it goes)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 2 ] || { echo "usage: $0 NAME BINARY [ENV=VALUE...]"; exit 2; }
+name=$1 binary=$2; shift 2
+CALLS=${CALLS:-20000}
+out=.bench/callgrind
+mkdir -p "$out"
+command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind"; exit 1; }
+command -v h2load >/dev/null || { echo "h2load is missing: apt-get install nghttp2-client"; exit 1; }
+printf '\x00\x00\x00\x00\x07\x0a\x05bench' > "$out/say-hello.bin"
+port=$((19000 + RANDOM % 500))
+# --fair-sched: otherwise the log writer thread starves and calls wait on its full queue.
+env LISTEN_ADDR=127.0.0.1:$port METRICS_ADDR=127.0.0.1:$((port + 1000)) "$@" \
+  valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$out/$name.%p.out" "$binary" \
+  >"$out/$name.log" 2>&1 &
+pid=$!
+trap 'kill -KILL $pid 2>/dev/null || true' EXIT
+for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+args=(-d "$out/say-hello.bin" -H 'content-type: application/grpc' -H 'te: trailers' -c 4 -m 13 -t 1
+  "http://127.0.0.1:$port/hello.v1.HelloService/SayHello")
+h2load "${args[@]}" -n 2000 >/dev/null
+callgrind_control -z "$pid" >/dev/null
+h2load "${args[@]}" -n "$CALLS" | grep -E '^requests:'
+callgrind_control -d "$pid" >/dev/null
+for _ in $(seq 100); do grep -qs "^totals:" "$out/$name.$pid.out.1" && break; sleep 0.1; done
+total=$(grep -m1 '^summary:' "$out/$name.$pid.out.1" | cut -d' ' -f2)
+echo "$name: $((total / CALLS)) instructions per call ($out/$name.$pid.out.1)"
