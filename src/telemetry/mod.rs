@@ -154,9 +154,14 @@ where
         .with_tracked_inactivity(false)
         // The access line would become an event on every call's span, saying again what the
         // span's own attributes say (method, status, duration, peer).
-        .with_filter(LevelFilter::INFO.and(filter_fn(|metadata| {
-            !(metadata.is_event() && metadata.target() == ACCESS_LOG)
-        })))
+        // (With a level hint, or the combined filter would have none and lift the global
+        // maximum to TRACE: see the log filter below, tokio-rs/tracing#2519.)
+        .with_filter(
+            LevelFilter::INFO.and(
+                filter_fn(|metadata| !(metadata.is_event() && metadata.target() == ACCESS_LOG))
+                    .with_max_level_hint(LevelFilter::INFO),
+            ),
+        )
         .boxed()
 }
 
