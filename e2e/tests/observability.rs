@@ -7,7 +7,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use meshwork_e2e::{Mesh, Spawn, fixtures::an_order, otlp::OtlpReceiver};
+use meshwork_e2e::{Mesh, Service, Spawn, fixtures::an_order, otlp::OtlpReceiver};
 use meshwork_proto::{
     hello::v1::SayHelloRequest,
     user::v1::{CreateUserRequest, GetUserRequest},
@@ -28,16 +28,8 @@ fn with_traceparent<T>(message: T) -> tonic::Request<T> {
     request
 }
 
-#[tokio::test]
-async fn one_create_order_is_one_trace_across_both_services() {
-    let (receiver, endpoint) = OtlpReceiver::start().await;
-    let mut user = Spawn::new("user-service")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .start();
-    let mut order = Spawn::new("order-service")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .env("USER_SERVICE_URL", user.url())
-        .start();
+/// Creates a user, then an order for them whose call carries [`with_traceparent`]'s trace.
+async fn place_a_traced_order(user: &Service, order: &Service) {
     let created = user
         .users()
         .await
@@ -54,6 +46,19 @@ async fn one_create_order_is_one_trace_across_both_services() {
         .create_order(with_traceparent(an_order(&user_id)))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn one_create_order_is_one_trace_across_both_services() {
+    let (receiver, endpoint) = OtlpReceiver::start().await;
+    let mut user = Spawn::new("user-service")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .start();
+    let mut order = Spawn::new("order-service")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("USER_SERVICE_URL", user.url())
+        .start();
+    place_a_traced_order(&user, &order).await;
 
     // No waiting for the batch interval: SIGTERM must flush what is buffered.
     order.terminate();
@@ -180,22 +185,7 @@ async fn without_an_exporter_one_create_order_is_still_one_trace_in_the_logs() {
     let order = Spawn::new("order-service")
         .env("USER_SERVICE_URL", user.url())
         .start();
-    let created = user
-        .users()
-        .await
-        .create_user(CreateUserRequest {
-            name: "Ada".into(),
-            email: "ada@example.com".into(),
-        })
-        .await
-        .unwrap();
-    let user_id = created.into_inner().user.unwrap().id;
-    order
-        .orders()
-        .await
-        .create_order(with_traceparent(an_order(&user_id)))
-        .await
-        .unwrap();
+    place_a_traced_order(&user, &order).await;
 
     let created_line = meshwork_e2e::eventually("CreateOrder's access line", || {
         let logs = order.json_logs();
