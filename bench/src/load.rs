@@ -25,7 +25,7 @@ use tonic::{Code, transport::Channel};
 
 use crate::{
     BoxError,
-    procstat::{Watched, Window},
+    procstat::{Window, WindowArgs},
     results::{self, ScenarioResult},
 };
 
@@ -52,24 +52,12 @@ pub struct LoadArgs {
     /// HTTP/2 connections the calls are spread over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// How long results are recorded.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    duration: Duration,
-    /// How long the load runs before recording starts.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    warmup: Duration,
-    /// Processes whose CPU time and peak memory the window is charged with, as NAME=PID.
-    #[arg(long = "pid")]
-    pids: Vec<Watched>,
     /// The scenario's name in the result.
     #[arg(long, default_value = "")]
     scenario: String,
-    /// Where the data lives, for the result (`SQLite`, `PostgreSQL`).
-    #[arg(long, default_value = "")]
-    backend: String,
-    /// A JSON-lines file the result is appended to.
-    #[arg(long)]
-    results: Option<PathBuf>,
+    /// The measured window: how long, after what warm-up, charged to which processes.
+    #[command(flatten)]
+    window: WindowArgs,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -179,8 +167,8 @@ pub async fn run(args: LoadArgs) -> Result<(), BoxError> {
         counter: Arc::new(AtomicU64::new(0)),
     };
 
-    let record_from = Instant::now() + args.warmup;
-    let stop_at = record_from + args.duration;
+    let record_from = Instant::now() + args.window.warmup;
+    let stop_at = record_from + args.window.duration;
     let tasks: Vec<_> = (0..args.concurrency.max(1))
         .map(|i| {
             let caller = Caller {
@@ -192,7 +180,7 @@ pub async fn run(args: LoadArgs) -> Result<(), BoxError> {
         .collect();
 
     sleep_until(record_from).await;
-    let window = Window::start(&args.pids)?;
+    let window = Window::start(&args.window.pids)?;
     sleep_until(stop_at).await;
     let (cpu_seconds, peak_rss_mib) = window.end()?;
 
@@ -202,21 +190,21 @@ pub async fn run(args: LoadArgs) -> Result<(), BoxError> {
     }
     let result = ScenarioResult {
         scenario: args.scenario,
-        backend: args.backend,
+        backend: args.window.backend,
         load: format!("{} calls in flight", args.concurrency.max(1)),
         unit: "calls".into(),
         count: tally.latencies.len(),
-        seconds: args.duration.as_secs_f64(),
-        rate: tally.latencies.len() as f64 / args.duration.as_secs_f64(),
+        seconds: args.window.duration.as_secs_f64(),
+        rate: tally.latencies.len() as f64 / args.window.duration.as_secs_f64(),
         p50_ms: quantile_ms(&tally.latencies, 0.50),
         p90_ms: quantile_ms(&tally.latencies, 0.90),
         p99_ms: quantile_ms(&tally.latencies, 0.99),
         cpu_seconds,
         peak_rss_mib,
         errors: tally.errors,
-        warmup_s: args.warmup.as_secs_f64(),
+        warmup_s: args.window.warmup.as_secs_f64(),
     };
-    print_and_record(&result, args.results.as_deref())
+    print_and_record(&result, args.window.results.as_deref())
 }
 
 /// Prints the result line, appends the result to `results`, and fails if anything failed.

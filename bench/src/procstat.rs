@@ -1,9 +1,29 @@
 //! What the services under load cost, read from `/proc`: CPU time (`/proc/<pid>/stat`) and
 //! peak resident memory (`VmHWM` in `/proc/<pid>/status`), over the measured window only.
 
-use std::{collections::BTreeMap, fs, io, str::FromStr};
+use std::{collections::BTreeMap, fs, io, path::PathBuf, str::FromStr, time::Duration};
 
 /// A process to watch, given on the command line as `NAME=PID` (`user=4242`).
+/// The measured window of a scenario, as `load` and `watch` take it on the command line.
+#[derive(clap::Args, Debug)]
+pub struct WindowArgs {
+    /// How long results are recorded.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// How long the load runs before recording starts.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Processes whose CPU time and peak memory the window is charged with, as NAME=PID.
+    #[arg(long = "pid")]
+    pub pids: Vec<Watched>,
+    /// Where the data lives, for the result (`SQLite`, `PostgreSQL`).
+    #[arg(long, default_value = "")]
+    pub backend: String,
+    /// A JSON-lines file the result is appended to.
+    #[arg(long)]
+    pub results: Option<PathBuf>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Watched {
     pub name: String,

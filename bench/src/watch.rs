@@ -32,7 +32,7 @@ use tonic::{Streaming, transport::Channel};
 use crate::{
     BoxError,
     load::{connect_all, new_histogram, print_and_record, quantile_ms, read_users, record},
-    procstat::{Watched, Window},
+    procstat::{Window, WindowArgs},
     results::ScenarioResult,
 };
 
@@ -53,24 +53,12 @@ pub struct WatchArgs {
     /// HTTP/2 connections the streams are spread over (the creates have one of their own).
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// How long creates are recorded.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    duration: Duration,
-    /// How long orders are created before recording starts.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    warmup: Duration,
-    /// Processes whose CPU time and peak memory the window is charged with, as NAME=PID.
-    #[arg(long = "pid")]
-    pids: Vec<Watched>,
     /// The scenario's name in the result.
     #[arg(long, default_value = "WatchOrders fan-out")]
     scenario: String,
-    /// Where the data lives, for the result.
-    #[arg(long, default_value = "")]
-    backend: String,
-    /// A JSON-lines file the result is appended to.
-    #[arg(long)]
-    results: Option<PathBuf>,
+    /// The measured window: how long, after what warm-up, charged to which processes.
+    #[command(flatten)]
+    window: WindowArgs,
 }
 
 /// Creates that may be in flight at once: past this the creator waits, rather than pile up
@@ -138,8 +126,8 @@ pub async fn run(args: WatchArgs) -> Result<(), BoxError> {
     let base = Instant::now();
     let clock = Clock {
         base,
-        record_from_us: args.warmup.as_micros() as u64,
-        stop_at_us: (args.warmup + args.duration).as_micros() as u64,
+        record_from_us: args.window.warmup.as_micros() as u64,
+        stop_at_us: (args.window.warmup + args.window.duration).as_micros() as u64,
     };
     let delivered = Arc::new(AtomicU64::new(0));
     let (stop_watching, stopped) = watch::channel(());
@@ -150,7 +138,7 @@ pub async fn run(args: WatchArgs) -> Result<(), BoxError> {
 
     let creator = tokio::spawn(create_orders(create_channel, user_id, clock, args.rate));
     sleep_until(clock.instant(clock.record_from_us)).await;
-    let window = Window::start(&args.pids)?;
+    let window = Window::start(&args.window.pids)?;
     let (created, mut errors) = creator.await?;
 
     let expected = created * args.watchers as u64;
@@ -171,22 +159,22 @@ pub async fn run(args: WatchArgs) -> Result<(), BoxError> {
     }
     let result = ScenarioResult {
         scenario: args.scenario,
-        backend: args.backend,
+        backend: args.window.backend,
         load: format!("{} watchers, {} orders/s", args.watchers, args.rate),
         unit: "events".into(),
         count: latencies.len(),
-        seconds: args.duration.as_secs_f64(),
-        rate: latencies.len() as f64 / args.duration.as_secs_f64(),
+        seconds: args.window.duration.as_secs_f64(),
+        rate: latencies.len() as f64 / args.window.duration.as_secs_f64(),
         p50_ms: quantile_ms(&latencies, 0.50),
         p90_ms: quantile_ms(&latencies, 0.90),
         p99_ms: quantile_ms(&latencies, 0.99),
         cpu_seconds,
         peak_rss_mib,
         errors,
-        warmup_s: args.warmup.as_secs_f64(),
+        warmup_s: args.window.warmup.as_secs_f64(),
     };
     println!("{created} orders created in the window, {expected} events expected");
-    print_and_record(&result, args.results.as_deref())
+    print_and_record(&result, args.window.results.as_deref())
 }
 
 /// Creates orders for `user_id` at `rate` per second until the window ends; returns how many
