@@ -25,6 +25,10 @@ pub enum ApiError {
     /// The system is not in the state the call needs (AIP-193 `FAILED_PRECONDITION`).
     #[error("{message}")]
     FailedPrecondition { reason: &'static str, message: String },
+    /// A position outside what is kept (a `WatchOrders` resume point older than the
+    /// outbox keeps): the caller must start over (re-list, then watch).
+    #[error("{message}")]
+    OutOfRange { reason: &'static str, message: String },
     /// A limit of this server is reached (too many watches); the caller may retry later.
     #[error("{message}")]
     ResourceExhausted { reason: &'static str, message: String },
@@ -83,6 +87,7 @@ impl ApiError {
             }
             Self::AlreadyExists { reason, .. } => (Code::AlreadyExists, reason),
             Self::FailedPrecondition { reason, .. } => (Code::FailedPrecondition, reason),
+            Self::OutOfRange { reason, .. } => (Code::OutOfRange, reason),
             Self::ResourceExhausted { reason, .. } => (Code::ResourceExhausted, reason),
             Self::Unavailable { reason, .. } => (Code::Unavailable, reason),
             Self::DeadlineExceeded => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),

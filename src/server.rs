@@ -22,6 +22,7 @@ use hyper_util::{
 use meshwork_rpc::{ObserveLayer, ObservedBody};
 use tokio::{
     net::{TcpListener, TcpStream},
+    task::JoinHandle,
     time::Instant,
 };
 use tokio_rustls::TlsAcceptor;
@@ -129,6 +130,9 @@ pub struct GrpcServices {
     /// Its full name (`user.v1.UserService`): also its health name, as is `""`.
     name: &'static str,
     readiness: Option<Arc<dyn Readiness>>,
+    /// Tasks that finish after the calls: stopped once the connections have drained, and
+    /// awaited within what is left of the grace period (the outbox relay's last pass).
+    after_calls: Vec<(CancellationToken, JoinHandle<()>)>,
 }
 
 impl GrpcServices {
@@ -147,12 +151,21 @@ impl GrpcServices {
             routes: Routes::new(service),
             name: S::NAME,
             readiness: None,
+            after_calls: Vec::new(),
         }
     }
 
     /// Health follows `check` while serving, instead of staying `SERVING`.
     pub fn with_readiness(mut self, check: Arc<dyn Readiness>) -> Self {
         self.readiness = Some(check);
+        self
+    }
+
+    /// `task` runs until `stop` is cancelled, which the drain does once the calls in
+    /// flight have finished (their changes are what a relay's last pass must send); the
+    /// drain then waits for it, within the grace period.
+    pub fn with_task_after_calls(mut self, stop: CancellationToken, task: JoinHandle<()>) -> Self {
+        self.after_calls.push((stop, task));
         self
     }
 }
@@ -264,7 +277,9 @@ pub async fn serve(
 
     stop_serving(health, services.name).await;
     let grace = config.shutdown_grace;
-    drain(connections, grace.saturating_sub(flush_budget(grace))).await;
+    let deadline = Instant::now() + grace.saturating_sub(flush_budget(grace));
+    drain(connections, deadline).await;
+    finish_tasks(services.after_calls, deadline).await;
     Ok(())
 }
 
@@ -444,13 +459,29 @@ async fn accept(listener: &TcpListener, shutdown: &CancellationToken) -> Option<
 
 /// Waits for every connection to finish its calls (each was told to by the shutdown
 /// token), at most `grace`.
-async fn drain(connections: TaskTracker, grace: Duration) {
+async fn drain(connections: TaskTracker, deadline: Instant) {
     tracing::info!(open_connections = connections.len(), "draining");
     connections.close();
-    if tokio::time::timeout(grace, connections.wait()).await.is_err() {
-        tracing::warn!(?grace, "grace period over; exiting with calls still in flight");
+    if tokio::time::timeout_at(deadline, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; exiting with calls still in flight");
     }
     tracing::info!("stopped");
+}
+
+/// Stops the tasks that run after the calls and waits for them until `deadline`.
+async fn finish_tasks(tasks: Vec<(CancellationToken, JoinHandle<()>)>, deadline: Instant) {
+    for (stop, _) in &tasks {
+        stop.cancel();
+    }
+    for (_, task) in tasks {
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
+            tracing::warn!("grace period over; a background task did not finish");
+            return;
+        }
+    }
 }
 
 /// A health reporter with the service, the server as a whole (`""`) and [`LIVENESS`]

@@ -119,6 +119,7 @@ pub async fn run(args: WatchArgs) -> Result<(), BoxError> {
         let mut client = OrderServiceClient::new(watch_channels[i % watch_channels.len()].clone());
         let request = WatchOrdersRequest {
             user_id: user_id.to_string(),
+            ..Default::default()
         };
         streams.push(client.watch_orders(request).await?.into_inner());
     }

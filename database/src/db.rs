@@ -70,6 +70,10 @@ impl Db {
 pub trait Columns {
     fn text(&self, column: &str) -> Result<String, sqlx::Error>;
     fn integer(&self, column: &str) -> Result<i64, sqlx::Error>;
+    /// A text column that may be `NULL`.
+    fn optional_text(&self, column: &str) -> Result<Option<String>, sqlx::Error>;
+    /// A binary column: `BYTEA` in PostgreSQL, `BLOB` in SQLite.
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error>;
     /// A JSON column: `JSONB` in PostgreSQL, `TEXT` in SQLite (bound as `sqlx::types::Json`).
     fn json<T: DeserializeOwned + 'static>(&self, column: &str) -> Result<T, sqlx::Error>;
 }
@@ -81,6 +85,12 @@ macro_rules! columns_of {
                 self.try_get(column)
             }
             fn integer(&self, column: &str) -> Result<i64, sqlx::Error> {
+                self.try_get(column)
+            }
+            fn optional_text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {
+                self.try_get(column)
+            }
+            fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error> {
                 self.try_get(column)
             }
             fn json<T: DeserializeOwned + 'static>(&self, column: &str) -> Result<T, sqlx::Error> {

@@ -333,7 +333,10 @@ async fn watch_streams_created_and_cancelled_events_of_its_user() {
 
     create(&mut orders, order_of(&ada, "")).await.unwrap(); // before the watch: not streamed
     let mut events = orders
-        .watch_orders(WatchOrdersRequest { user_id: ada.clone() })
+        .watch_orders(WatchOrdersRequest {
+            user_id: ada.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -709,6 +709,7 @@ async fn the_policy_table_over_mutual_tls_from_order_to_user() {
         .expect("an admin lists everyone's");
     let watch = |user_id: &str| WatchOrdersRequest {
         user_id: user_id.into(),
+        ..Default::default()
     };
     orders
         .watch_orders(with_token(watch(&ada), &ada_token))

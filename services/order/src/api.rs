@@ -9,6 +9,7 @@ use meshwork::{
     time::now_micros,
 };
 use meshwork_clients::Deadline;
+use meshwork_events::EventId;
 use meshwork_proto::order::v1::{
     self as pb,
     order_service_server::{OrderService, SERVICE_NAME},
@@ -19,7 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     domain::{Idempotency, NewOrder, Order, OrderId, UserId},
-    order_events::{OrderEvents, WatchStream},
+    order_events::{OrderEvents, WatchError, WatchStream},
     store::{Inserted, Keyed, OrderStore},
     users::UserDirectory,
 };
@@ -140,16 +141,27 @@ impl OrderApi {
         cancelled.map_err(|e| e.into_api(id.as_str()))
     }
 
-    /// The watched user (`None`: all), or `INVALID_ARGUMENT`, or `PERMISSION_DENIED`.
-    fn watch_filter(
-        &self,
-        caller: &Caller,
-        request: pb::WatchOrdersRequest,
-    ) -> Result<Option<UserId>, ApiError> {
-        let user_id = UserId::parse_filter(request.user_id);
-        let user_id = user_id.map_err(|why| ApiError::invalid_field("user_id", why))?;
+    /// A watch of the user's orders (all, when none is named), resumed after an event
+    /// when one is named.
+    async fn watch(&self, caller: &Caller, request: pb::WatchOrdersRequest) -> Result<WatchStream, ApiError> {
+        let mut violations = FieldViolations::new();
+        let user_id = violations.check("user_id", UserId::parse_filter(request.user_id));
+        let after = violations.check("after_event_id", parse_event_id(&request.after_event_id));
+        let (user_id, after) = violations.finish((user_id, after))?;
         caller.may_see(user_id.as_ref().map(UserId::as_str))?;
-        Ok(user_id)
+        let watch = self.events.watch(user_id, after, self.shutdown.clone()).await;
+        watch.map_err(|error| match error {
+            // Answered at once: the caller may retry later, or elsewhere.
+            full @ WatchError::TooManyWatchers(_) => ApiError::ResourceExhausted {
+                reason: "TOO_MANY_WATCHES",
+                message: format!("{full}; retry later"),
+            },
+            gone @ WatchError::NotKept(_) => ApiError::OutOfRange {
+                reason: "EVENT_NOT_KEPT",
+                message: gone.to_string(),
+            },
+            WatchError::Database(cause) => ApiError::database_unavailable("order", &cause),
+        })
     }
 }
 
@@ -162,6 +174,20 @@ fn repeat(key: &Idempotency, first: Keyed) -> Result<Order, ApiError> {
             "request_id",
             "was already used by this user for a different order",
         )),
+    }
+}
+
+/// `after_event_id`: empty (from now on), or the id of an event sent before.
+fn parse_event_id(text: &str) -> Result<Option<EventId>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    // An id is a UUID (36 characters); checked before parsing, whatever its length.
+    match text.len() <= 64 {
+        true => EventId::parse(text)
+            .map(Some)
+            .ok_or_else(|| "must be the event_id of an event sent by WatchOrders".to_owned()),
+        false => Err("must be the event_id of an event sent by WatchOrders".to_owned()),
     }
 }
 
@@ -233,16 +259,6 @@ impl OrderService for OrderApi {
         request: Request<pb::WatchOrdersRequest>,
     ) -> Result<Response<Self::WatchOrdersStream>, Status> {
         let (_, extensions, request) = request.into_parts();
-        let user_id =
-            respond(SERVICE_NAME, self.watch_filter(Caller::of(&extensions), request))?.into_inner();
-        match self.events.watch(user_id, self.shutdown.clone()) {
-            Ok(watch) => Ok(Response::new(watch)),
-            // Answered at once: the caller may retry later, or elsewhere.
-            Err(full) => Err(ApiError::ResourceExhausted {
-                reason: "TOO_MANY_WATCHES",
-                message: format!("{full}; retry later"),
-            }
-            .into_status(SERVICE_NAME)),
-        }
+        respond(SERVICE_NAME, self.watch(Caller::of(&extensions), request).await)
     }
 }

@@ -3,13 +3,15 @@
 //! - `domain.rs`: the order and the parsed, valid forms of each request.
 //! - `api.rs`: the gRPC handlers.
 //! - `users.rs`: asking the User service whether a user exists.
-//! - `order_events.rs`: the in-process feed behind `WatchOrders`.
-//! - `store/`: [`store::OrderStore`], the orders in SQLite or PostgreSQL; `store/relay.rs`
-//!   is what differs: PostgreSQL relays order events between replicas.
+//! - `order_events.rs`: the feed behind `WatchOrders`, read from the outbox.
+//! - `saga.rs`: cancelling a deleted user's pending orders (a consumer of user events).
+//! - `store/`: [`store::OrderStore`], the orders and their events' outbox in SQLite or
+//!   PostgreSQL; `store/backend.rs` is what differs between the two.
 
 mod api;
 mod domain;
 mod order_events;
+mod saga;
 mod store;
 mod users;
 
@@ -23,6 +25,7 @@ use meshwork::{
 };
 use meshwork_clients::{ChannelOptions, ClientTls, Target};
 use meshwork_database::{DatabasePoolConfig, DatabaseUrl};
+use meshwork_events::EventsConfig;
 use meshwork_proto::order::v1::order_service_server::OrderServiceServer;
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +42,9 @@ struct Config {
 
     #[command(flatten)]
     pool: DatabasePoolConfig,
+
+    #[command(flatten)]
+    events: EventsConfig,
 
     /// The User service: `http://host:port`, several separated by commas, or `dns:///name:port`.
     #[arg(long, env = "USER_SERVICE_URL", default_value = "http://127.0.0.1:50052")]
@@ -185,15 +191,26 @@ async fn main() -> ExitCode {
         }
     };
 
-    let events = order_events::OrderEvents::new(config.max_watch_streams);
-    let opened = store::OrderStore::open(&config.database_url, &config.pool, events.clone(), &shutdown);
-    let store = match opened.await {
+    let store = match store::OrderStore::open(&config.database_url, &config.pool).await {
         Ok(store) => Arc::new(store),
         Err(error) => {
             tracing::error!(%error, database = %config.database_url, "cannot open the database");
             return ExitCode::FAILURE;
         }
     };
+    let (db, outbox) = store.outbox();
+    // Other replicas' commits wake this one's readers (PostgreSQL); they poll besides.
+    outbox.wake_on_notify(&db, shutdown.child_token());
+    let events = order_events::OrderEvents::new(config.max_watch_streams, db.clone(), outbox.clone());
+    tokio::spawn(events.clone().follow(shutdown.child_token()));
+    let events_url = config.events.events_url.clone();
+    if let Some(url) = events_url.clone() {
+        saga::start(url, store.clone(), shutdown.child_token());
+    }
+    // The relay stops after the calls have drained: its last pass sends what they wrote.
+    let relay_stop = CancellationToken::new();
+    let relay = meshwork_events::relay::start(db, outbox, events_url, relay_stop.clone());
+
     let channel = meshwork_clients::connect(&config.user_service_url, &user_channel);
     let users = users::GrpcUserDirectory::new(channel);
     let api = api::OrderApi::new(
@@ -206,6 +223,8 @@ async fn main() -> ExitCode {
     let orders = OrderServiceServer::new(api)
         .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(config.server.max_message_bytes);
-    let services = GrpcServices::new(orders).with_readiness(store);
+    let services = GrpcServices::new(orders)
+        .with_readiness(store)
+        .with_task_after_calls(relay_stop, relay);
     server::run(&config.server, services, shutdown, telemetry).await
 }

@@ -111,7 +111,7 @@ impl UserApi {
     async fn delete(&self, request: pb::DeleteUserRequest) -> Result<pb::DeleteUserResponse, ApiError> {
         let id = parse_id(request.id)?;
         self.store
-            .delete(&id)
+            .delete(&id, now_micros())
             .await
             .map_err(|e| e.into_api(id.as_str()))?;
         Ok(pb::DeleteUserResponse {})

@@ -2,7 +2,8 @@
 //!
 //! - `domain.rs`: the user and the parsed, valid forms of each request.
 //! - `api.rs`: the gRPC handlers: wire type → domain type → store → wire type.
-//! - `store.rs`: [`store::UserStore`], the users in SQLite or PostgreSQL.
+//! - `store.rs`: [`store::UserStore`], the users in SQLite or PostgreSQL, and each
+//!   change's event in the outbox (relayed to NATS JetStream by `meshwork-events`).
 
 mod api;
 mod domain;
@@ -17,7 +18,9 @@ use meshwork::{
     shutdown, telemetry,
 };
 use meshwork_database::{DatabasePoolConfig, DatabaseUrl};
+use meshwork_events::EventsConfig;
 use meshwork_proto::user::v1::user_service_server::UserServiceServer;
+use tokio_util::sync::CancellationToken;
 
 /// Settings of user-service (environment variables or flags).
 #[derive(Parser, Debug)]
@@ -32,6 +35,9 @@ struct Config {
 
     #[command(flatten)]
     pool: DatabasePoolConfig,
+
+    #[command(flatten)]
+    events: EventsConfig,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -56,6 +62,13 @@ async fn main() -> ExitCode {
     let users = UserServiceServer::new(api::UserApi::new(store.clone(), config.server.max_message_bytes))
         .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(config.server.max_message_bytes);
-    let services = GrpcServices::new(users).with_readiness(store);
+    // The relay stops after the calls have drained: its last pass sends what they wrote.
+    let (db, outbox) = store.outbox();
+    let relay_stop = CancellationToken::new();
+    let relay =
+        meshwork_events::relay::start(db, outbox, config.events.events_url.clone(), relay_stop.clone());
+    let services = GrpcServices::new(users)
+        .with_readiness(store)
+        .with_task_after_calls(relay_stop, relay);
     server::run(&config.server, services, shutdown, telemetry).await
 }

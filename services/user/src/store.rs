@@ -3,25 +3,41 @@
 //! Every statement is the same text on both backends (`$n` placeholders, `RETURNING`,
 //! `COALESCE`): the backends differ only in their migrations (column types, PostgreSQL's
 //! `"C"` collation of ids), which live under `migrations/<backend>/`.
+//!
+//! Every change writes its event (`user.v1.UserEvent`) to the outbox `user_outbox` in its
+//! own transaction (CONTRACT.md, Events); `meshwork-events` relays it to the broker. The
+//! outbox's schema is that crate's, so both services' outboxes are the same table.
 
 use async_trait::async_trait;
 use meshwork::{error::ApiError, server::Readiness};
 use meshwork_database::{Columns, DatabasePoolConfig, DatabaseUrl, Db, Migrations, OpenError, with_pool};
+use meshwork_events::{Append, EventId, NewEvent, Outbox};
+use meshwork_proto::user::v1::{self as pb, UserEventType};
+use prost::Message;
 
 use crate::domain::{User, UserChanges, UserId};
 
+/// This service's outbox table (services may share one PostgreSQL database).
+const OUTBOX: &str = "user_outbox";
+
 const MIGRATIONS: Migrations = Migrations {
     table: "user_service_migrations",
-    sqlite: &[(
-        1,
-        "create users",
-        include_str!("../migrations/sqlite/0001_create_users.sql"),
-    )],
-    postgres: &[(
-        1,
-        "create users",
-        include_str!("../migrations/postgres/0001_create_users.sql"),
-    )],
+    sqlite: &[
+        (
+            1,
+            "create users",
+            include_str!("../migrations/sqlite/0001_create_users.sql"),
+        ),
+        (2, "outbox", meshwork_events::sqlite_migration!("user_outbox")),
+    ],
+    postgres: &[
+        (
+            1,
+            "create users",
+            include_str!("../migrations/postgres/0001_create_users.sql"),
+        ),
+        (2, "outbox", meshwork_events::postgres_migration!("user_outbox")),
+    ],
 };
 
 /// The columns of a user row; a macro, not a `const`, because `concat!` takes literals.
@@ -43,12 +59,13 @@ const UPDATE: &str = concat!(
     "WHERE id = $4 RETURNING ",
     columns!()
 );
-const DELETE: &str = "DELETE FROM users WHERE id = $1";
+const DELETE: &str = concat!("DELETE FROM users WHERE id = $1 RETURNING ", columns!());
 
 /// The storage the handlers need, in domain terms. Email uniqueness is enforced by the
 /// database itself (a unique index), so concurrent calls cannot both take one email.
 pub struct UserStore {
     db: Db,
+    outbox: Outbox,
 }
 
 impl UserStore {
@@ -56,22 +73,33 @@ impl UserStore {
     pub async fn open(url: &DatabaseUrl, pool: &DatabasePoolConfig) -> Result<Self, OpenError> {
         Ok(Self {
             db: Db::open(url, pool, &MIGRATIONS).await?,
+            outbox: Outbox::new(OUTBOX, pb::user_service_server::SERVICE_NAME),
         })
+    }
+
+    /// The database and the outbox in it, for the relay.
+    pub fn outbox(&self) -> (Db, Outbox) {
+        (self.db.clone(), self.outbox.clone())
     }
 
     /// Stores a new user; [`StoreError::EmailTaken`] if its email is in use.
     #[tracing::instrument(name = "INSERT users", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "INSERT", db.collection.name = "users"))]
     pub async fn create(&self, user: &User) -> Result<(), StoreError> {
+        let event = user_event(UserEventType::Created, user, user.create_time);
         with_pool!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
             sqlx::query(INSERT)
                 .bind(user.id.as_str())
                 .bind(user.name.as_str())
                 .bind(user.email.as_str())
                 .bind(user.create_time)
                 .bind(user.update_time)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+            tx.append(&self.outbox, &event).await?;
+            tx.commit().await?;
         });
+        self.outbox.committed();
         Ok(())
     }
 
@@ -96,32 +124,44 @@ impl UserStore {
     /// Applies `changes` at time `now` and returns the changed user.
     #[tracing::instrument(name = "UPDATE users", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "UPDATE", db.collection.name = "users"))]
     pub async fn update(&self, changes: &UserChanges, now: i64) -> Result<User, StoreError> {
-        with_pool!(&self.db, |pool| {
+        let user = with_pool!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
             let row = sqlx::query(UPDATE)
                 .bind(changes.name.as_ref().map(|name| name.as_str()))
                 .bind(changes.email.as_ref().map(|email| email.as_str()))
                 .bind(now)
                 .bind(changes.id.as_str())
-                .fetch_one(pool)
+                .fetch_one(&mut *tx)
                 .await?;
-            user_from(&row)
-        })
+            let user = user_from(&row)?;
+            tx.append(&self.outbox, &user_event(UserEventType::Updated, &user, now))
+                .await?;
+            tx.commit().await?;
+            user
+        });
+        self.outbox.committed();
+        Ok(user)
     }
 
-    /// Removes the user with this id.
+    /// Removes the user with this id at time `now`; its event carries the user as it was.
     #[tracing::instrument(name = "DELETE users", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "DELETE", db.collection.name = "users"))]
-    pub async fn delete(&self, id: &UserId) -> Result<(), StoreError> {
-        let deleted = with_pool!(&self.db, |pool| {
-            sqlx::query(DELETE)
+    pub async fn delete(&self, id: &UserId, now: i64) -> Result<(), StoreError> {
+        with_pool!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query(DELETE)
                 .bind(id.as_str())
-                .execute(pool)
-                .await?
-                .rows_affected()
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else {
+                return Err(StoreError::NotFound);
+            };
+            let user = user_from(&row)?;
+            tx.append(&self.outbox, &user_event(UserEventType::Deleted, &user, now))
+                .await?;
+            tx.commit().await?;
         });
-        match deleted {
-            0 => Err(StoreError::NotFound),
-            _ => Ok(()),
-        }
+        self.outbox.committed();
+        Ok(())
     }
 }
 
@@ -130,6 +170,28 @@ impl UserStore {
 impl Readiness for UserStore {
     async fn is_ready(&self) -> bool {
         self.db.answers().await
+    }
+}
+
+/// The outbox row of one change to `user` (the user after it; for a deletion, as it was).
+fn user_event(kind: UserEventType, user: &User, occur_time: i64) -> NewEvent {
+    let id = EventId::generate();
+    let subject = match kind {
+        UserEventType::Created => "meshwork.user.v1.created",
+        UserEventType::Updated => "meshwork.user.v1.updated",
+        UserEventType::Deleted | UserEventType::Unspecified => "meshwork.user.v1.deleted",
+    };
+    let payload = pb::UserEvent {
+        event_id: id.to_string(),
+        event_type: kind.into(),
+        user: Some(user.clone().into()),
+        occur_time: Some(meshwork::time::timestamp(occur_time)),
+    };
+    NewEvent {
+        id,
+        subject,
+        payload: payload.encode_to_vec(),
+        occur_time,
     }
 }
 
@@ -238,9 +300,12 @@ mod tests {
         );
         assert_eq!(changed.update_time, 2);
 
-        store.delete(&ada.id).await.unwrap();
+        store.delete(&ada.id, 3).await.unwrap();
         assert!(matches!(store.get(&ada.id).await, Err(StoreError::NotFound)));
-        assert!(matches!(store.delete(&ada.id).await, Err(StoreError::NotFound)));
+        assert!(matches!(
+            store.delete(&ada.id, 3).await,
+            Err(StoreError::NotFound)
+        ));
         assert!(store.is_ready().await);
     }
 }

@@ -2,29 +2,29 @@
 //!
 //! Every statement is the same text on both backends (`$n` placeholders, `ON CONFLICT`,
 //! `RETURNING`; `items` is bound and read as JSON, which sqlx maps to PostgreSQL's `JSONB`
-//! and to SQLite's `TEXT`). What really differs is written in [`relay`]: PostgreSQL carries
-//! order events between replicas (`NOTIFY` in the transaction of each change, `LISTEN` in
-//! a relay task that this store owns); SQLite has one process, so no one else to tell.
-//! The schemas differ too, in `migrations/<backend>/`.
+//! and to SQLite's `TEXT`). What really differs is written in [`backend`]. The schemas
+//! differ too, in `migrations/<backend>/`.
+//!
+//! Every change writes its event (`order.v1.OrderEvent`) to the outbox `order_outbox` in
+//! its own transaction (CONTRACT.md, Events): `meshwork-events` relays it to the broker, and
+//! [`crate::order_events`] feeds it to the watchers, from the outbox, so every committed
+//! change reaches them whatever happened to the call that made it.
 
-mod relay;
-
-use std::sync::Arc;
+mod backend;
 
 use async_trait::async_trait;
 use meshwork::{error::ApiError, server::Readiness};
 use meshwork_database::{Columns, DatabasePoolConfig, DatabaseUrl, Db, Migrations, OpenError, with_pool};
-use meshwork_proto::order::v1::OrderEventType;
+use meshwork_events::{Append, EventId, NewEvent, Outbox};
+use meshwork_proto::order::v1::{self as pb, OrderEventType};
+use prost::Message;
 use sqlx::types::Json;
-use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::Instrument;
-use uuid::Uuid;
 
-use crate::{
-    domain::{Fingerprint, Idempotency, Order, OrderId, OrderStatus, RequestId, StoredOrder, UserId},
-    order_events::OrderEvents,
-};
-use relay::Announce;
+use crate::domain::{Fingerprint, Idempotency, Order, OrderId, OrderStatus, RequestId, StoredOrder, UserId};
+use backend::LockUser;
+
+/// This service's outbox table (services may share one PostgreSQL database).
+const OUTBOX: &str = "order_outbox";
 
 const MIGRATIONS: Migrations = Migrations {
     table: "order_service_migrations",
@@ -39,6 +39,12 @@ const MIGRATIONS: Migrations = Migrations {
             "request_id per user, with a fingerprint",
             include_str!("../../migrations/sqlite/0002_request_id_per_user.sql"),
         ),
+        (3, "outbox", meshwork_events::sqlite_migration!("order_outbox")),
+        (
+            4,
+            "deleted users",
+            include_str!("../../migrations/sqlite/0004_deleted_users.sql"),
+        ),
     ],
     postgres: &[
         (
@@ -51,6 +57,12 @@ const MIGRATIONS: Migrations = Migrations {
             "request_id per user, with a fingerprint",
             include_str!("../../migrations/postgres/0002_request_id_per_user.sql"),
         ),
+        (3, "outbox", meshwork_events::postgres_migration!("order_outbox")),
+        (
+            4,
+            "deleted users",
+            include_str!("../../migrations/postgres/0004_deleted_users.sql"),
+        ),
     ],
 };
 
@@ -61,10 +73,13 @@ macro_rules! columns {
     };
 }
 
+/// Inserts unless the user's deletion has been seen (`deleted_users`) or the user used the
+/// `request_id` already; one statement, so SQLite takes its write lock before the check.
 const INSERT: &str = concat!(
     "INSERT INTO orders (",
     columns!(),
-    ", request_id, request_fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ",
+    ", request_id, request_fingerprint) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 ",
+    "WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $2) ",
     "ON CONFLICT (user_id, request_id) DO NOTHING"
 );
 const SELECT_BY_ID: &str = concat!("SELECT ", columns!(), " FROM orders WHERE id = $1");
@@ -82,6 +97,14 @@ const SELECT_PAGE: &str = concat!(
 /// succeed; when it changes nothing, a read says why.
 const CANCEL: &str = concat!(
     "UPDATE orders SET status = 'CANCELLED', update_time = $1 WHERE id = $2 AND status = 'PENDING' ",
+    "RETURNING ",
+    columns!()
+);
+/// The first statement of a deletion's cancellations (on SQLite it takes the write lock).
+const MARK_DELETED: &str =
+    "INSERT INTO deleted_users (user_id, delete_time) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING";
+const CANCEL_ALL_OF_USER: &str = concat!(
+    "UPDATE orders SET status = 'CANCELLED', update_time = $1 WHERE user_id = $2 AND status = 'PENDING' ",
     "RETURNING ",
     columns!()
 );
@@ -106,89 +129,62 @@ pub struct Keyed {
 /// The storage the handlers need, in domain terms.
 pub struct OrderStore {
     db: Db,
-    /// This process, in the notices other replicas get (it has told its own watchers).
-    origin: Arc<str>,
-    /// This process's watchers, told of each change right after its commit.
-    events: OrderEvents,
-    /// Stops the PostgreSQL relay when the store goes (it stops at shutdown anyway).
-    _relay: Option<DropGuard>,
+    outbox: Outbox,
 }
 
 impl OrderStore {
-    /// Opens the database `url` names, migrated and ready. With PostgreSQL, other replicas'
-    /// order changes are relayed into `events` until `shutdown` (or until the store is
-    /// dropped); with SQLite there are no other replicas.
-    pub async fn open(
-        url: &DatabaseUrl,
-        pool: &DatabasePoolConfig,
-        events: OrderEvents,
-        shutdown: &CancellationToken,
-    ) -> Result<Self, OpenError> {
-        let db = Db::open(url, pool, &MIGRATIONS).await?;
-        let origin = Uuid::now_v7().to_string();
-        let relay = match &db {
-            Db::Postgres(pool) => Some(relay::start(
-                pool.clone(),
-                origin.clone(),
-                events.clone(),
-                shutdown.child_token(),
-            )),
-            Db::Sqlite(_) => None,
-        };
+    /// Opens the database `url` names, migrated and ready.
+    pub async fn open(url: &DatabaseUrl, pool: &DatabasePoolConfig) -> Result<Self, OpenError> {
         Ok(Self {
-            db,
-            origin: origin.into(),
-            events,
-            _relay: relay,
+            db: Db::open(url, pool, &MIGRATIONS).await?,
+            outbox: Outbox::new(OUTBOX, pb::order_service_server::SERVICE_NAME),
         })
     }
 
-    /// Stores `order` unless one of the same user with the same `request_id` exists (the
-    /// database enforces this, so concurrent calls with one key create one order), and
-    /// tells this process's watchers once it is committed.
-    #[tracing::instrument(name = "INSERT orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "INSERT", db.collection.name = "orders"))]
-    pub async fn insert(&self, order: &Order, key: Option<&Idempotency>) -> Result<Inserted, StoreError> {
-        let (db, origin, events) = (self.db.clone(), self.origin.clone(), self.events.clone());
-        let user_id = &order.user_id;
-        let (order, owned_key) = (order.clone(), key.cloned());
-        let created = committed(async move {
-            let key = owned_key.as_ref();
-            let created = with_pool!(&db, |pool| {
-                let mut tx = pool.begin().await?;
-                let inserted = sqlx::query(INSERT)
-                    .bind(order.id.as_str())
-                    .bind(order.user_id.as_str())
-                    .bind(Json(&order.items))
-                    .bind(order.total_cents.get())
-                    .bind(order.status.as_str())
-                    .bind(order.create_time)
-                    .bind(order.update_time)
-                    .bind(key.map(|key| key.request_id.as_str()))
-                    .bind(key.map(|key| key.fingerprint.as_str()))
-                    .execute(&mut *tx)
-                    .await?;
-                let created = inserted.rows_affected() == 1;
-                if created {
-                    tx.announce(&origin, &order).await?;
-                }
-                tx.commit().await?;
-                created
-            });
-            if created {
-                events.publish(OrderEventType::Created, &order);
-            }
-            Ok(created)
-        });
-        if created.await? {
-            return Ok(Inserted::Created);
-        }
-        let key = key.expect("only a request_id conflict skips the insert");
-        match self.find_by_request_id(user_id, &key.request_id).await? {
-            Some(existing) => Ok(Inserted::Existing(existing)),
-            None => Err(StoreError::NotFound),
-        }
+    /// The database and the outbox in it, for the relay and the watchers' feed.
+    pub fn outbox(&self) -> (Db, Outbox) {
+        (self.db.clone(), self.outbox.clone())
     }
 
+    /// Stores `order` unless one of the same user with the same `request_id` exists (the
+    /// database enforces this, so concurrent calls with one key create one order), or the
+    /// user's deletion has been seen ([`StoreError::UserDeleted`]).
+    #[tracing::instrument(name = "INSERT orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "INSERT", db.collection.name = "orders"))]
+    pub async fn insert(&self, order: &Order, key: Option<&Idempotency>) -> Result<Inserted, StoreError> {
+        let event = order_event(OrderEventType::Created, order, order.create_time);
+        let created = with_pool!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            // Against a deletion's cancellations running at the same time (PostgreSQL).
+            tx.lock_user(&order.user_id).await?;
+            let inserted = sqlx::query(INSERT)
+                .bind(order.id.as_str())
+                .bind(order.user_id.as_str())
+                .bind(Json(&order.items))
+                .bind(order.total_cents.get())
+                .bind(order.status.as_str())
+                .bind(order.create_time)
+                .bind(order.update_time)
+                .bind(key.map(|key| key.request_id.as_str()))
+                .bind(key.map(|key| key.fingerprint.as_str()))
+                .execute(&mut *tx)
+                .await?;
+            let created = inserted.rows_affected() == 1;
+            if created {
+                tx.append(&self.outbox, &event).await?;
+            }
+            tx.commit().await?;
+            created
+        });
+        if created {
+            self.outbox.committed();
+            return Ok(Inserted::Created);
+        }
+        let existing = match key {
+            Some(key) => self.find_by_request_id(&order.user_id, &key.request_id).await?,
+            None => None,
+        };
+        existing.map(Inserted::Existing).ok_or(StoreError::UserDeleted)
+    }
     /// The order of `user_id` first created with this idempotency key, if any.
     #[tracing::instrument(name = "SELECT orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "SELECT", db.collection.name = "orders"))]
     pub async fn find_by_request_id(
@@ -236,55 +232,90 @@ impl OrderStore {
     /// Cancels a pending order at time `now` and returns it.
     #[tracing::instrument(name = "UPDATE orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "UPDATE", db.collection.name = "orders"))]
     pub async fn cancel(&self, id: &OrderId, now: i64) -> Result<Order, StoreError> {
-        let (db, origin, events) = (self.db.clone(), self.origin.clone(), self.events.clone());
-        let owned_id = id.clone();
-        let cancelled = committed(async move {
-            let cancelled = with_pool!(&db, |pool| {
-                let mut tx = pool.begin().await?;
-                let row = sqlx::query(CANCEL)
-                    .bind(now)
-                    .bind(owned_id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                match row {
-                    Some(row) => {
-                        let order = order_from(&row)?;
-                        tx.announce(&origin, &order).await?;
-                        tx.commit().await?;
-                        Some(order)
-                    }
-                    None => {
-                        tx.rollback().await?;
-                        None
-                    }
+        let cancelled = with_pool!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query(CANCEL)
+                .bind(now)
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            match row {
+                Some(row) => {
+                    let order = order_from(&row)?;
+                    tx.append(&self.outbox, &order_event(OrderEventType::Cancelled, &order, now))
+                        .await?;
+                    tx.commit().await?;
+                    Some(order)
                 }
-            });
-            if let Some(order) = &cancelled {
-                events.publish(OrderEventType::Cancelled, order);
+                None => {
+                    tx.rollback().await?;
+                    None
+                }
             }
-            Ok(cancelled)
         });
-        match cancelled.await? {
-            Some(order) => Ok(order),
+        match cancelled {
+            Some(order) => {
+                self.outbox.committed();
+                Ok(order)
+            }
             None => match self.get(id).await? {
                 order if order.status == OrderStatus::Cancelled => Err(StoreError::AlreadyCancelled),
                 _ => Err(StoreError::NotFound),
             },
         }
     }
+
+    /// The saga's step for a deleted user: records the deletion (later orders for the user
+    /// are refused) and cancels the user's pending orders at time `now`, each with its
+    /// event, in one transaction. Doing it again changes nothing and returns no order.
+    #[tracing::instrument(name = "UPDATE orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "UPDATE", db.collection.name = "orders"))]
+    pub async fn user_deleted(&self, user_id: &UserId, now: i64) -> Result<Vec<Order>, StoreError> {
+        let cancelled = with_pool!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            tx.lock_user(user_id).await?;
+            sqlx::query(MARK_DELETED)
+                .bind(user_id.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let rows = sqlx::query(CANCEL_ALL_OF_USER)
+                .bind(now)
+                .bind(user_id.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut cancelled = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let order = order_from(row)?;
+                tx.append(&self.outbox, &order_event(OrderEventType::Cancelled, &order, now))
+                    .await?;
+                cancelled.push(order);
+            }
+            tx.commit().await?;
+            cancelled
+        });
+        self.outbox.committed();
+        Ok(cancelled)
+    }
 }
 
-/// Runs `change`, a transaction and the telling of this process's watchers after its
-/// commit, in a task of its own: a caller dropped mid-way (its client cancelled, or its
-/// deadline passed) cannot stop it between the commit and the telling, so every committed
-/// change reaches the watchers.
-async fn committed<T: Send + 'static>(
-    change: impl Future<Output = Result<T, StoreError>> + Send + 'static,
-) -> Result<T, StoreError> {
-    match tokio::spawn(change.in_current_span()).await {
-        Ok(result) => result,
-        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-        Err(error) => Err(StoreError::Interrupted(error)),
+/// The outbox row of one change to `order` (the order after it).
+fn order_event(kind: OrderEventType, order: &Order, occur_time: i64) -> NewEvent {
+    let id = EventId::generate();
+    let subject = match kind {
+        OrderEventType::Cancelled => "meshwork.order.v1.cancelled",
+        OrderEventType::Created | OrderEventType::Unspecified => "meshwork.order.v1.created",
+    };
+    let payload = pb::OrderEvent {
+        event_id: id.to_string(),
+        event_type: kind.into(),
+        order: Some(order.clone().into()),
+        occur_time: Some(meshwork::time::timestamp(occur_time)),
+    };
+    NewEvent {
+        id,
+        subject,
+        payload: payload.encode_to_vec(),
+        occur_time,
     }
 }
 
@@ -337,14 +368,14 @@ pub enum StoreError {
     NotFound,
     #[error("order already cancelled")]
     AlreadyCancelled,
+    #[error("the user has been deleted")]
+    UserDeleted,
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
     #[error("stored order {0} is corrupt: {1}")]
     Corrupt(String, String),
-    #[error("the change was interrupted: {0}")]
-    Interrupted(#[source] tokio::task::JoinError),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -369,19 +400,20 @@ impl StoreError {
                 reason: "ORDER_ALREADY_CANCELLED",
                 message: format!("order {id:?} is already cancelled"),
             },
+            Self::UserDeleted => ApiError::FailedPrecondition {
+                reason: "USER_NOT_FOUND",
+                message: "the user of this order does not exist".into(),
+            },
             Self::Unavailable(cause) => ApiError::database_unavailable("order", &cause),
             Self::Database(cause) => ApiError::internal(cause),
             corrupt @ Self::Corrupt(..) => ApiError::internal(corrupt),
-            interrupted @ Self::Interrupted(..) => ApiError::internal(interrupted),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use meshwork_proto::order::v1::{self as pb, CreateOrderRequest};
+    use meshwork_proto::order::v1::CreateOrderRequest;
 
     use super::*;
     use crate::domain::NewOrder;
@@ -390,9 +422,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = DatabaseUrl::Sqlite(dir.path().join("order.db"));
         let pool = DatabasePoolConfig::default();
-        let shutdown = CancellationToken::new();
-        let store = OrderStore::open(&url, &pool, OrderEvents::new(8), &shutdown).await;
-        (store.unwrap(), dir)
+        (OrderStore::open(&url, &pool).await.unwrap(), dir)
     }
 
     fn order(user: &str, request_id: &str) -> (Order, Option<Idempotency>) {
@@ -482,19 +512,67 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_change_is_committed_and_published_even_when_its_caller_is_dropped() {
+    async fn each_change_writes_its_event_in_commit_order() {
         let (store, _dir) = store().await;
-        let mut watch = store.events.watch(None, CancellationToken::new()).unwrap();
         let (placed, key) = order("ada", "r-1");
-        {
-            // Polled once, then dropped: the commit and its event happen all the same.
-            let insert = std::pin::pin!(store.insert(&placed, key.as_ref()));
-            assert!(futures::poll!(insert).is_pending());
+        store.insert(&placed, key.as_ref()).await.unwrap();
+        store.insert(&placed, key.as_ref()).await.unwrap();
+        store.cancel(&placed.id, 2).await.unwrap();
+        let (db, outbox) = store.outbox();
+        let events = outbox.after(&db, 0, 10).await.unwrap();
+        let subjects: Vec<_> = events.iter().map(|event| event.subject.as_str()).collect();
+        assert_eq!(
+            subjects,
+            ["meshwork.order.v1.created", "meshwork.order.v1.cancelled"],
+            "a repeated insert changes nothing and writes nothing"
+        );
+        let cancelled = pb::OrderEvent::decode(events[1].payload.as_slice()).unwrap();
+        assert_eq!(cancelled.event_id, events[1].event_id);
+        assert_eq!(cancelled.event_type(), OrderEventType::Cancelled);
+        let order = cancelled.order.unwrap();
+        assert_eq!(
+            (order.id.as_str(), order.status()),
+            (placed.id.as_str(), pb::OrderStatus::Cancelled)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deleted_users_pending_orders_are_cancelled_once_and_new_ones_refused() {
+        let (store, _dir) = store().await;
+        let ada = UserId::parse("ada".into()).unwrap();
+        let (pending, _) = order("ada", "");
+        let (cancelled, _) = order("ada", "");
+        let (bobs, _) = order("bob", "");
+        for placed in [&pending, &cancelled, &bobs] {
+            store.insert(placed, None).await.unwrap();
         }
-        let event = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut watch)).await;
-        let event = event.expect("an event").unwrap().unwrap();
-        assert_eq!(event.order.unwrap().id, placed.id.as_str());
-        assert_eq!(store.get(&placed.id).await.unwrap(), placed);
+        store.cancel(&cancelled.id, 2).await.unwrap();
+
+        let done = store.user_deleted(&ada, 3).await.unwrap();
+        assert_eq!(done.iter().map(|o| &o.id).collect::<Vec<_>>(), [&pending.id]);
+        assert_eq!(
+            store.get(&pending.id).await.unwrap().status,
+            OrderStatus::Cancelled
+        );
+        assert_eq!(store.get(&bobs.id).await.unwrap().status, OrderStatus::Pending);
+        assert!(
+            store.user_deleted(&ada, 4).await.unwrap().is_empty(),
+            "a redelivery changes nothing"
+        );
+
+        let (late, _) = order("ada", "");
+        assert!(matches!(
+            store.insert(&late, None).await,
+            Err(StoreError::UserDeleted)
+        ));
+        assert!(matches!(store.get(&late.id).await, Err(StoreError::NotFound)));
+        let (db, outbox) = store.outbox();
+        let events = outbox.after(&db, 0, 10).await.unwrap();
+        assert_eq!(
+            events.len(),
+            5,
+            "3 created, 2 cancelled: nothing for the redelivery or the refusal"
+        );
     }
 
     #[tokio::test]
@@ -519,10 +597,7 @@ mod tests {
         });
         drop(old);
 
-        let shutdown = CancellationToken::new();
-        let store = OrderStore::open(&url, &pool, OrderEvents::new(8), &shutdown)
-            .await
-            .unwrap();
+        let store = OrderStore::open(&url, &pool).await.unwrap();
         let ada = UserId::parse("ada".into()).unwrap();
         let (_, key) = order("ada", "r-1");
         let key = key.unwrap();

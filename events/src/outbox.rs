@@ -1,0 +1,452 @@
+//! The transactional outbox: one table per service, written in the transaction of the change
+//! each row describes, so a committed change always has its event and a rolled-back one
+//! never does.
+//!
+//! `seq` is commit order. SQLite has one writer at a time, so its `AUTOINCREMENT` rowid is.
+//! On PostgreSQL a sequence value is taken at insert time, not at commit, so two concurrent
+//! transactions could commit out of `seq` order and a reader that has passed `seq` 6 would
+//! miss a 5 that commits later. So [`Append`] takes a transaction-level advisory lock
+//! before it inserts (the last statement of each change): between taking the value and
+//! committing, no other writer of this outbox can take one, and `seq` order is commit order.
+//! That serialises only the tail of each write (one insert and the commit), not the change.
+
+use std::sync::Arc;
+
+use meshwork_database::{Columns, Db, with_pool};
+use sqlx::{Postgres, Sqlite, Transaction, postgres::PgListener};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// An event's id: a UUIDv7, so ids sort by creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventId(Uuid);
+
+impl EventId {
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// An id a client sent back (`after_event_id`); `None` unless it is a UUID.
+    pub fn parse(text: &str) -> Option<Self> {
+        Uuid::try_parse(text).ok().map(Self)
+    }
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An event to write, with its payload already encoded (a protobuf message of `proto/`).
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: EventId,
+    /// `meshwork.user.v1.created`, ...
+    pub subject: &'static str,
+    pub payload: Vec<u8>,
+    /// When the change was made, in microseconds since the Unix epoch.
+    pub occur_time: i64,
+}
+
+/// An event as the outbox holds it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Its place in commit order.
+    pub seq: i64,
+    pub event_id: String,
+    pub subject: String,
+    pub payload: Vec<u8>,
+    pub occur_time: i64,
+    /// The W3C `traceparent` of the change that wrote it.
+    pub traceparent: Option<String>,
+}
+
+/// One service's outbox: its table, and the wake-up its readers (the relay, a feed of
+/// watchers) wait on. Cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `user_outbox`, `order_outbox`: services may share one PostgreSQL database.
+    table: &'static str,
+    /// The service's full name (`user.v1.UserService`): CloudEvents' `ce-source`.
+    source: &'static str,
+    /// The advisory lock of this table (PostgreSQL), derived from its name.
+    lock_key: i64,
+    /// Bumped after each local commit that wrote a row, so readers need not poll for them.
+    written: watch::Sender<u64>,
+    sql: Sql,
+}
+
+/// The statements, made once per process from the table's name. `&'static` (leaked, a few
+/// hundred bytes once) because sqlx takes only static text as a query without an audit
+/// wrapper: these are built from a table name chosen in code, never from input.
+struct Sql {
+    insert: &'static str,
+    notify: &'static str,
+    unsent: &'static str,
+    mark_sent: &'static str,
+    after: &'static str,
+    seq_of: &'static str,
+    last_seq: &'static str,
+    pending: &'static str,
+    prune: &'static str,
+}
+
+/// The columns of a row; a macro, not a `const`, because `concat!` takes literals.
+macro_rules! columns {
+    () => {
+        "seq, event_id, subject, payload, occur_time, traceparent"
+    };
+}
+
+impl Sql {
+    fn new(table: &str) -> Self {
+        let leak = |sql: String| -> &'static str { sql.leak() };
+        Self {
+            insert: leak(format!(
+                "INSERT INTO {table} (event_id, subject, payload, occur_time, traceparent) VALUES ($1, $2, $3, $4, $5) RETURNING seq"
+            )),
+            notify: leak(format!("SELECT pg_notify('{table}', '')")),
+            unsent: leak(format!(
+                "SELECT {} FROM {table} WHERE sent_time IS NULL ORDER BY seq LIMIT $1",
+                columns!()
+            )),
+            mark_sent: leak(format!(
+                "UPDATE {table} SET sent_time = $1 WHERE seq <= $2 AND sent_time IS NULL"
+            )),
+            after: leak(format!(
+                "SELECT {} FROM {table} WHERE seq > $1 ORDER BY seq LIMIT $2",
+                columns!()
+            )),
+            seq_of: leak(format!("SELECT seq FROM {table} WHERE event_id = $1")),
+            last_seq: leak(format!("SELECT COALESCE(MAX(seq), 0) AS seq FROM {table}")),
+            pending: leak(format!(
+                "SELECT COUNT(*) AS pending FROM {table} WHERE sent_time IS NULL"
+            )),
+            prune: leak(format!(
+                "DELETE FROM {table} WHERE sent_time IS NOT NULL AND occur_time < $1"
+            )),
+        }
+    }
+}
+
+/// The migration that creates a service's outbox on SQLite: `sqlite_migration!("user_outbox")`.
+#[macro_export]
+macro_rules! sqlite_migration {
+    ($table:literal) => {
+        concat!(
+            "-- The transactional outbox (meshwork-events): one row per committed change, in commit order.\n",
+            "CREATE TABLE ",
+            $table,
+            " (\n",
+            "    seq         INTEGER PRIMARY KEY AUTOINCREMENT, -- commit order; never reused\n",
+            "    event_id    TEXT    NOT NULL UNIQUE,\n",
+            "    subject     TEXT    NOT NULL,\n",
+            "    payload     BLOB    NOT NULL,                  -- the protobuf event\n",
+            "    occur_time  INTEGER NOT NULL,                  -- microseconds since the Unix epoch\n",
+            "    traceparent TEXT,\n",
+            "    sent_time   INTEGER                            -- NULL until JetStream acknowledged it\n",
+            ");\n",
+            "CREATE INDEX ",
+            $table,
+            "_unsent ON ",
+            $table,
+            " (seq) WHERE sent_time IS NULL;\n",
+            "CREATE INDEX ",
+            $table,
+            "_by_time ON ",
+            $table,
+            " (occur_time);\n",
+        )
+    };
+}
+
+/// The migration that creates a service's outbox on PostgreSQL.
+#[macro_export]
+macro_rules! postgres_migration {
+    ($table:literal) => {
+        concat!(
+            "-- The transactional outbox (meshwork-events): one row per committed change, in commit order\n",
+            "-- (writers take an advisory lock before inserting; see meshwork-events' outbox.rs).\n",
+            "CREATE TABLE ",
+            $table,
+            " (\n",
+            "    seq         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n",
+            "    event_id    TEXT   COLLATE \"C\" NOT NULL UNIQUE,\n",
+            "    subject     TEXT   NOT NULL,\n",
+            "    payload     BYTEA  NOT NULL,\n",
+            "    occur_time  BIGINT NOT NULL,\n",
+            "    traceparent TEXT,\n",
+            "    sent_time   BIGINT\n",
+            ");\n",
+            "CREATE INDEX ",
+            $table,
+            "_unsent ON ",
+            $table,
+            " (seq) WHERE sent_time IS NULL;\n",
+            "CREATE INDEX ",
+            $table,
+            "_by_time ON ",
+            $table,
+            " (occur_time);\n",
+        )
+    };
+}
+
+impl Outbox {
+    /// The outbox in `table` (created by the service's migration) of the service `source`.
+    pub fn new(table: &'static str, source: &'static str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                table,
+                source,
+                lock_key: lock_key(table),
+                written: watch::Sender::new(0),
+                sql: Sql::new(table),
+            }),
+        }
+    }
+
+    pub fn table(&self) -> &'static str {
+        self.inner.table
+    }
+
+    pub fn source(&self) -> &'static str {
+        self.inner.source
+    }
+
+    pub(crate) fn lock_key(&self) -> i64 {
+        self.inner.lock_key
+    }
+
+    /// Tells this process's readers that a transaction that appended has committed.
+    pub fn committed(&self) {
+        self.inner.written.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes when this process commits an event (see [`Outbox::committed`]).
+    pub fn written(&self) -> watch::Receiver<u64> {
+        self.inner.written.subscribe()
+    }
+
+    /// Wakes this process's readers when another process commits an event (PostgreSQL's
+    /// `NOTIFY`, sent by [`Append`]), until `stop`. Only a wake-up: the readers poll as well,
+    /// so a notice lost while reconnecting delays them, it loses nothing. A SQLite file
+    /// has one process, so there is nobody else to hear from.
+    pub fn wake_on_notify(&self, db: &Db, stop: CancellationToken) {
+        let Db::Postgres(pool) = db else {
+            return;
+        };
+        let (pool, outbox) = (pool.clone(), self.clone());
+        tokio::spawn(stop.run_until_cancelled_owned(async move {
+            loop {
+                let listening = async {
+                    let mut listener = PgListener::connect_with(&pool).await?;
+                    listener.listen(outbox.inner.table).await?;
+                    loop {
+                        listener.recv().await?;
+                        outbox.committed();
+                    }
+                };
+                let error: sqlx::Error = match listening.await {
+                    Ok(never) => never,
+                    Err(error) => error,
+                };
+                tracing::debug!(%error, "outbox listener lost its connection; reconnecting");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }));
+    }
+
+    /// Up to `limit` events after `seq`, in commit order.
+    pub async fn after(&self, db: &Db, seq: i64, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let sql = self.inner.sql.after;
+        with_pool!(db, |pool| {
+            let rows = sqlx::query(sql).bind(seq).bind(limit).fetch_all(pool).await?;
+            rows.iter().map(stored_from).collect()
+        })
+    }
+
+    /// The place of the event `event_id` in commit order, if it is still kept.
+    pub async fn seq_of(&self, db: &Db, event_id: &EventId) -> Result<Option<i64>, sqlx::Error> {
+        let sql = self.inner.sql.seq_of;
+        with_pool!(db, |pool| {
+            let row = sqlx::query(sql)
+                .bind(event_id.to_string())
+                .fetch_optional(pool)
+                .await?;
+            row.map(|row| row.integer("seq")).transpose()
+        })
+    }
+
+    /// The place of the newest event (0 when there is none).
+    pub async fn last_seq(&self, db: &Db) -> Result<i64, sqlx::Error> {
+        let sql = self.inner.sql.last_seq;
+        with_pool!(db, |pool| sqlx::query(sql).fetch_one(pool).await?.integer("seq"))
+    }
+
+    /// Events not yet acknowledged by the broker.
+    pub async fn pending(&self, db: &Db) -> Result<i64, sqlx::Error> {
+        let sql = self.inner.sql.pending;
+        with_pool!(db, |pool| sqlx::query(sql)
+            .fetch_one(pool)
+            .await?
+            .integer("pending"))
+    }
+
+    pub(crate) fn sql_unsent(&self) -> &'static str {
+        self.inner.sql.unsent
+    }
+
+    pub(crate) fn sql_mark_sent(&self) -> &'static str {
+        self.inner.sql.mark_sent
+    }
+
+    pub(crate) fn sql_prune(&self) -> &'static str {
+        self.inner.sql.prune
+    }
+}
+
+/// Writing an event inside the transaction of the change it describes.
+pub trait Append {
+    /// Appends `event` and returns its place in commit order. Make it the last statement
+    /// before the commit (on PostgreSQL it takes the outbox's lock until then), and call
+    /// [`Outbox::committed`] after the commit.
+    fn append(
+        &mut self,
+        outbox: &Outbox,
+        event: &NewEvent,
+    ) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
+}
+
+impl Append for Transaction<'_, Sqlite> {
+    async fn append(&mut self, outbox: &Outbox, event: &NewEvent) -> Result<i64, sqlx::Error> {
+        let row = sqlx::query(outbox.inner.sql.insert)
+            .bind(event.id.to_string())
+            .bind(event.subject)
+            .bind(event.payload.as_slice())
+            .bind(event.occur_time)
+            .bind(current_traceparent())
+            .fetch_one(&mut **self)
+            .await?;
+        row.integer("seq")
+    }
+}
+
+impl Append for Transaction<'_, Postgres> {
+    async fn append(&mut self, outbox: &Outbox, event: &NewEvent) -> Result<i64, sqlx::Error> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(outbox.inner.lock_key)
+            .execute(&mut **self)
+            .await?;
+        let row = sqlx::query(outbox.inner.sql.insert)
+            .bind(event.id.to_string())
+            .bind(event.subject)
+            .bind(event.payload.as_slice())
+            .bind(event.occur_time)
+            .bind(current_traceparent())
+            .fetch_one(&mut **self)
+            .await?;
+        // Wakes the other replicas' readers (delivered at commit, dropped on rollback). Only a
+        // wake-up: a lost notice delays a reader until its next poll, it loses nothing.
+        sqlx::query(outbox.inner.sql.notify).execute(&mut **self).await?;
+        row.integer("seq")
+    }
+}
+
+/// The trace the current change runs in, to carry on to the event's consumers.
+fn current_traceparent() -> Option<String> {
+    crate::wire::traceparent(&meshwork_rpc::trace::context(&tracing::Span::current()))
+}
+
+/// A row of either backend.
+pub(crate) fn stored_from(row: &impl Columns) -> Result<StoredEvent, sqlx::Error> {
+    Ok(StoredEvent {
+        seq: row.integer("seq")?,
+        event_id: row.text("event_id")?,
+        subject: row.text("subject")?,
+        payload: row.bytes("payload")?,
+        occur_time: row.integer("occur_time")?,
+        traceparent: row.optional_text("traceparent")?,
+    })
+}
+
+/// A stable 64-bit key from the table's name (FNV-1a), the same in every replica and build.
+const fn lock_key(table: &str) -> i64 {
+    let bytes = table.as_bytes();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    hash as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use meshwork_database::{DatabasePoolConfig, DatabaseUrl, Migrations};
+
+    use super::*;
+
+    const MIGRATIONS: Migrations = Migrations {
+        table: "test_migrations",
+        sqlite: &[(1, "outbox", sqlite_migration!("test_outbox"))],
+        postgres: &[(1, "outbox", postgres_migration!("test_outbox"))],
+    };
+
+    fn event(n: u8) -> NewEvent {
+        NewEvent {
+            id: EventId::generate(),
+            subject: "meshwork.test.v1.happened",
+            payload: vec![n],
+            occur_time: 1_000 + i64::from(n),
+        }
+    }
+
+    #[tokio::test]
+    async fn committed_events_are_kept_in_commit_order_and_rolled_back_ones_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::Sqlite(dir.path().join("outbox.db"));
+        let db = Db::open(&url, &DatabasePoolConfig::default(), &MIGRATIONS)
+            .await
+            .unwrap();
+        let outbox = Outbox::new("test_outbox", "test.v1.TestService");
+        let written = outbox.written();
+        let Db::Sqlite(pool) = &db else { unreachable!() };
+
+        let (first, second, dropped) = (event(1), event(2), event(3));
+        for event in [&first, &second] {
+            let mut tx = pool.begin().await.unwrap();
+            tx.append(&outbox, event).await.unwrap();
+            tx.commit().await.unwrap();
+            outbox.committed();
+        }
+        let mut tx = pool.begin().await.unwrap();
+        tx.append(&outbox, &dropped).await.unwrap();
+        tx.rollback().await.unwrap();
+
+        assert!(written.has_changed().unwrap(), "readers are woken");
+        let events = outbox.after(&db, 0, 10).await.unwrap();
+        let ids: Vec<_> = events.iter().map(|e| e.event_id.clone()).collect();
+        assert_eq!(ids, [first.id.to_string(), second.id.to_string()]);
+        assert_eq!(events[1].payload, [2]);
+        assert_eq!(outbox.seq_of(&db, &second.id).await.unwrap(), Some(events[1].seq));
+        assert_eq!(outbox.seq_of(&db, &dropped.id).await.unwrap(), None);
+        assert_eq!(outbox.last_seq(&db).await.unwrap(), events[1].seq);
+        assert_eq!(outbox.pending(&db).await.unwrap(), 2);
+        assert_eq!(outbox.after(&db, events[0].seq, 10).await.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn each_table_has_its_own_lock() {
+        assert_ne!(lock_key("user_outbox"), lock_key("order_outbox"));
+        assert_eq!(lock_key("user_outbox"), lock_key("user_outbox"));
+    }
+}

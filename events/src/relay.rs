@@ -1,0 +1,327 @@
+//! The relay: publishes a service's unsent outbox rows to JetStream in commit order, one at
+//! a time, waits for each acknowledgement, and marks the acknowledged ones sent.
+//!
+//! - Delivery is at least once. A relay stopped between the acknowledgement and the mark
+//!   (a crash, a lost database) publishes those rows again; each carries its event id as
+//!   `Nats-Msg-Id`, and JetStream drops the repeat within its duplicate window.
+//! - One at a time keeps the stream in commit order: with several publishes in flight, a
+//!   failed one followed by an acknowledged one would be re-sent after it.
+//! - On PostgreSQL, several replicas share one outbox and exactly one relays it: the one
+//!   holding a session advisory lock, on a connection of its own that its queries use (if
+//!   that connection breaks, the lock goes with it and another replica takes over).
+//! - A broker that is down fails no call: rows wait, `meshwork_outbox_pending` grows, and
+//!   they are sent once it is back. Without `EVENTS_URL` the rows stay until one is set.
+//! - Sent rows are kept 24 hours (`WatchOrders` replays from them), then deleted.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use meshwork_database::Db;
+use meshwork_rpc::trace;
+use sqlx::{Postgres, SqlitePool, pool::PoolConnection};
+use tokio::{sync::watch, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{
+    EventsUrl, Outbox, StoredEvent, metrics,
+    outbox::stored_from,
+    wire::{self, context_from},
+};
+
+/// Rows read per pass.
+const BATCH: i64 = 256;
+/// How often the outbox is looked at without a local wake-up: other replicas' rows, a
+/// broker that came back, a lock another replica let go.
+const POLL: Duration = Duration::from_secs(1);
+/// How long sent events are kept for replays (CONTRACT.md: at least 24 hours).
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How often sent events older than [`RETENTION`] are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Starts relaying `outbox` to the broker at `url` (none: the rows stay, and only
+/// `meshwork_outbox_pending` is kept up to date). When `stop` is cancelled, the relay makes
+/// a last pass and the task ends: cancel it after the server's calls have drained, and
+/// await the task within what is left of the grace period.
+pub fn start(db: Db, outbox: Outbox, url: Option<EventsUrl>, stop: CancellationToken) -> JoinHandle<()> {
+    metrics::initialize();
+    tokio::spawn(async move {
+        match url {
+            Some(url) => relay(db, outbox, url, stop).await,
+            None => {
+                tracing::info!(
+                    outbox = outbox.table(),
+                    "EVENTS_URL is not set: events stay in the outbox until a broker is configured"
+                );
+                count_pending(db, outbox, stop).await;
+            }
+        }
+    })
+}
+
+/// Without a broker: keeps the pending gauge true.
+async fn count_pending(db: Db, outbox: Outbox, stop: CancellationToken) {
+    let mut written = outbox.written();
+    while wait(&mut written, &stop).await {
+        if let Ok(pending) = outbox.pending(&db).await {
+            metrics::PENDING.set(pending);
+        }
+    }
+}
+
+/// Waits for a local commit, the poll interval or `stop`; `false` once stopped.
+async fn wait(written: &mut watch::Receiver<u64>, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = stop.cancelled() => false,
+        _ = written.changed() => true,
+        () = tokio::time::sleep(POLL) => true,
+    }
+}
+
+async fn relay(db: Db, outbox: Outbox, url: EventsUrl, stop: CancellationToken) {
+    let client = match url.connect(outbox.source()).await {
+        Ok(client) => client,
+        Err(error) => {
+            // Only a malformed address fails here (connecting goes on in the background).
+            tracing::error!(%error, events_url = %url, "cannot use EVENTS_URL; events stay in the outbox");
+            return count_pending(db, outbox, stop).await;
+        }
+    };
+    tracing::info!(events_url = %url, outbox = outbox.table(), "relaying events");
+    let mut relay = Relay {
+        js: jetstream::new(client.clone()),
+        client,
+        outbox: outbox.clone(),
+        stream_ready: false,
+        failing: false,
+        pruned_at: None,
+    };
+    let mut written = outbox.written();
+    loop {
+        let Some(mut lease) = Lease::take(&db, &outbox).await else {
+            // Another replica relays (or the database is away): look again later.
+            if let Ok(pending) = outbox.pending(&db).await {
+                metrics::PENDING.set(pending);
+            }
+            if !wait(&mut written, &stop).await {
+                return;
+            }
+            continue;
+        };
+        loop {
+            let result = relay.drain(&mut lease).await;
+            if let Ok(pending) = outbox.pending(&db).await {
+                metrics::PENDING.set(pending);
+            }
+            if stop.is_cancelled() {
+                return;
+            }
+            if let Err(LeaseLost(error)) = result {
+                tracing::warn!(%error, "the outbox relay lost its database connection");
+                break;
+            }
+            relay.prune(&mut lease).await;
+            if !wait(&mut written, &stop).await {
+                // The last pass: what the drained calls committed.
+                let _ = relay.drain(&mut lease).await;
+                return;
+            }
+        }
+    }
+}
+
+/// The relay's state across passes.
+struct Relay {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    outbox: Outbox,
+    /// The stream is known to exist (checked again after any failure).
+    stream_ready: bool,
+    /// The broker is failing: logged once per outage, not once per row.
+    failing: bool,
+    pruned_at: Option<tokio::time::Instant>,
+}
+
+/// The database went away under the relay.
+struct LeaseLost(sqlx::Error);
+
+impl Relay {
+    /// Publishes unsent rows until none is left or the broker fails (they wait for the next
+    /// pass); an error only when the database did.
+    async fn drain(&mut self, lease: &mut Lease) -> Result<(), LeaseLost> {
+        loop {
+            if self.client.connection_state() != async_nats::connection::State::Connected {
+                self.failed(&"the broker is not connected");
+                return Ok(());
+            }
+            let rows = lease.unsent(&self.outbox).await.map_err(LeaseLost)?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut sent = None;
+            for row in &rows {
+                match self.publish(row).await {
+                    Ok(()) => sent = Some(row.seq),
+                    Err(error) => {
+                        self.failed(&error);
+                        break;
+                    }
+                }
+            }
+            let Some(seq) = sent else {
+                return Ok(());
+            };
+            lease.mark_sent(&self.outbox, seq).await.map_err(LeaseLost)?;
+            if self.failing {
+                tracing::info!("the broker acknowledges events again");
+                self.failing = false;
+            }
+            if sent != rows.last().map(|row| row.seq) || (rows.len() as i64) < BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Publishes one row and waits for JetStream's acknowledgement.
+    async fn publish(&mut self, row: &StoredEvent) -> Result<(), async_nats::Error> {
+        if !self.stream_ready {
+            wire::stream(&self.js).await?;
+            self.stream_ready = true;
+        }
+        let span = tracing::info_span!(
+            target: trace::CALL_SPANS,
+            "publish",
+            otel.name = %format_args!("publish {}", row.subject),
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.destination.name = %row.subject,
+            messaging.message.id = %row.event_id,
+        );
+        trace::continue_trace(&span, context_from(row.traceparent.as_deref()));
+        let headers = wire::headers(
+            &row.event_id,
+            &row.subject,
+            self.outbox.source(),
+            row.occur_time,
+            &trace::context(&span),
+        );
+        let publish = PublishMessage::build()
+            .payload(row.payload.clone().into())
+            .headers(headers);
+        let acked = async {
+            let ack = self.js.send_publish(row.subject.clone(), publish).await?;
+            ack.await?;
+            Ok::<_, async_nats::Error>(())
+        };
+        match acked.instrument(span).await {
+            Ok(()) => {
+                metrics::PUBLISHED
+                    .with_label_values(&[row.subject.as_str()])
+                    .inc();
+                Ok(())
+            }
+            Err(error) => {
+                metrics::PUBLISH_FAILURES.inc();
+                self.stream_ready = false;
+                Err(error)
+            }
+        }
+    }
+
+    fn failed(&mut self, error: &dyn std::fmt::Display) {
+        if !self.failing {
+            tracing::warn!(%error, "cannot publish events; they wait in the outbox");
+            self.failing = true;
+        }
+    }
+
+    /// Deletes sent events older than [`RETENTION`], every [`PRUNE_EVERY`].
+    async fn prune(&mut self, lease: &mut Lease) {
+        let now = tokio::time::Instant::now();
+        if self.pruned_at.is_some_and(|at| now - at < PRUNE_EVERY) {
+            return;
+        }
+        self.pruned_at = Some(now);
+        let before = now_micros() - RETENTION.as_micros() as i64;
+        if let Err(error) = lease.prune(&self.outbox, before).await {
+            tracing::warn!(%error, "cannot delete old events from the outbox");
+        }
+    }
+}
+
+/// The right to relay, and the connection the relay's statements run on.
+enum Lease {
+    /// A SQLite file has one process: always granted.
+    Sqlite(SqlitePool),
+    /// Holds the outbox's session advisory lock; closed, not pooled, when dropped, so the
+    /// lock never outlives the relay's hold on it.
+    Postgres(PoolConnection<Postgres>),
+}
+
+/// Runs `$body` with `$executor` bound to the lease's connection.
+macro_rules! on_lease {
+    ($lease:expr, |$executor:ident| $body:expr) => {
+        match $lease {
+            Lease::Sqlite(pool) => {
+                let $executor = &*pool;
+                $body
+            }
+            Lease::Postgres(connection) => {
+                let $executor = &mut **connection;
+                $body
+            }
+        }
+    };
+}
+
+impl Lease {
+    /// The lease, unless another replica holds it (or the database does not answer).
+    async fn take(db: &Db, outbox: &Outbox) -> Option<Self> {
+        let pool = match db {
+            Db::Sqlite(pool) => return Some(Self::Sqlite(pool.clone())),
+            Db::Postgres(pool) => pool,
+        };
+        let mut connection = pool.acquire().await.ok()?;
+        connection.close_on_drop();
+        let row = sqlx::query("SELECT pg_try_advisory_lock($1) AS locked")
+            .bind(outbox.lock_key())
+            .fetch_one(&mut *connection)
+            .await
+            .ok()?;
+        let locked: bool = sqlx::Row::try_get(&row, "locked").ok()?;
+        locked.then_some(Self::Postgres(connection))
+    }
+
+    async fn unsent(&mut self, outbox: &Outbox) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let sql = outbox.sql_unsent();
+        on_lease!(self, |executor| {
+            let rows = sqlx::query(sql).bind(BATCH).fetch_all(executor).await?;
+            rows.iter().map(stored_from).collect()
+        })
+    }
+
+    async fn mark_sent(&mut self, outbox: &Outbox, through: i64) -> Result<(), sqlx::Error> {
+        let sql = outbox.sql_mark_sent();
+        on_lease!(self, |executor| {
+            sqlx::query(sql)
+                .bind(now_micros())
+                .bind(through)
+                .execute(executor)
+                .await?;
+        });
+        Ok(())
+    }
+
+    async fn prune(&mut self, outbox: &Outbox, before: i64) -> Result<(), sqlx::Error> {
+        let sql = outbox.sql_prune();
+        on_lease!(self, |executor| {
+            sqlx::query(sql).bind(before).execute(executor).await?;
+        });
+        Ok(())
+    }
+}
+
+fn now_micros() -> i64 {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    since_epoch.as_micros() as i64
+}
