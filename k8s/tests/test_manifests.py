@@ -1,6 +1,7 @@
 """Checks of the rendered Kubernetes manifests that schema validation cannot make: every
 service has its objects and probes its own health names, every container runs non-root on a
-read-only root filesystem, and the drain fits in the termination grace period.
+read-only root filesystem, the drain fits in the termination grace period, and the events
+broker (NATS with JetStream) keeps its store on a volume and is reached by user and order only.
 
 Nothing here names the services: they are the packages under services/ (the same list the
 Makefile, the scripts and the e2e kit read), and each one's gRPC service name comes from its
