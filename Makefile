@@ -79,11 +79,13 @@ $(CERTS)/ca.pem:
 token: $(CERTS)/ca.pem ## print a development token: make token SUB=<user id> [ROLES=admin]
 	@$(MESHWORK_DEV) token --secret $(CERTS)/jwt-secret --sub "$(SUB)" --roles "$(ROLES)" --issuer $(DEV_ISSUER) --audience $(DEV_AUDIENCE)
 
-# In this workspace `#[ignore]` means "needs PostgreSQL" (the reason says so; a doc example
-# that must not run is `no_run`, not `ignore`). Without MESHWORK_TEST_POSTGRES_URL those tests
-# are reported as ignored, not passed. With it (CI sets it) they run, and the end-to-end suite
-# runs a second time with every service that keeps data on PostgreSQL. The e2e kit refuses a
-# service binary older than its source, so the build comes first.
+# In this workspace `#[ignore]` means "needs PostgreSQL" or "needs NATS" (the reason says
+# which; a doc example that must not run is `no_run`, not `ignore`). Without
+# MESHWORK_TEST_POSTGRES_URL the PostgreSQL tests are reported as ignored, not passed. With it
+# (CI sets it) they run, and the end-to-end suite runs a second time with every service that
+# keeps data on PostgreSQL. Likewise without MESHWORK_TEST_NATS_URL (nats://host:port of a
+# NATS server with JetStream; CI sets it) the NATS tests are reported as ignored, not passed.
+# The e2e kit refuses a service binary older than its source, so the build comes first.
 test: tools $(CLIENT_PY) $(K8S_CHECKS) ## unit, integration and end-to-end tests (real binaries, grpcurl), client libraries, manifests
 	@[ -n "$(K8S_CHECKS)" ] || echo "kubectl not found: the Kubernetes manifest checks are skipped"
 	$(CARGO) build --workspace --all-targets
@@ -98,6 +100,7 @@ test: tools $(CLIENT_PY) $(K8S_CHECKS) ## unit, integration and end-to-end tests
 		$(TEST_ENV) $(CARGO) test --workspace && \
 		echo "MESHWORK_TEST_POSTGRES_URL is not set: the suite ran on SQLite only, the PostgreSQL-only tests are ignored"; \
 	fi
+	@[ -n "$$MESHWORK_TEST_NATS_URL" ] || echo "MESHWORK_TEST_NATS_URL is not set: the suite ran without a broker, the NATS tests are ignored"
 	@echo "== the Python client against the binaries; mypy --strict over its example caller"
 	MESHWORK_REQUIRE_BINARIES=1 PYTHONDONTWRITEBYTECODE=1 $(VENV)/bin/python -m pytest -q -p no:cacheprovider clients/python/tests
 	$(VENV)/bin/mypy --strict --cache-dir $(VENV)/.mypy_cache clients/python/examples

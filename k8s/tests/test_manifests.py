@@ -1,6 +1,7 @@
 """Checks of the rendered Kubernetes manifests that schema validation cannot make: every
 service has its objects and probes its own health names, every container runs non-root on a
-read-only root filesystem, and the drain fits in the termination grace period.
+read-only root filesystem, the drain fits in the termination grace period, and the events
+broker (NATS with JetStream) keeps its store on a volume and is reached by user and order only.
 
 Nothing here names the services: they are the packages under services/ (the same list the
 Makefile, the scripts and the e2e kit read), and each one's gRPC service name comes from its
@@ -218,3 +219,180 @@ def test_images_come_from_the_one_kustomize_image_entry(objects):
     images = {c["image"] for w in workloads(objects) for c in w["spec"]["template"]["spec"]["containers"]
               if w["metadata"]["name"] in SERVICES}
     assert len(images) == 1 and next(iter(images)).startswith("ghcr.io/meshwork/meshwork:"), images
+
+
+# Events (CONTRACT *Events*): the services that read EVENTS_URL, and the broker they relay to.
+EVENT_SERVICES = {"user-service", "order-service"}
+NATS = "nats"
+NATS_CLIENT_PORT = 4222
+
+
+def pod_templates(objects):
+    """{workload name: pod template} for every Deployment and StatefulSet."""
+    return {w["metadata"]["name"]: w["spec"]["template"] for w in workloads(objects)}
+
+
+def selects(selector, labels):
+    """Whether a label selector (matchLabels and matchExpressions) selects `labels`."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        if not {"In": key in labels and labels[key] in values,
+                "NotIn": key not in labels or labels[key] not in values,
+                "Exists": key in labels,
+                "DoesNotExist": key not in labels}[op]:
+            return False
+    return True
+
+
+def container_ports(pod):
+    """{port name: number} over every container of a pod template."""
+    return {p["name"]: p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", []) if "name" in p}
+
+
+def covers(rule_ports, port, named_ports):
+    """Whether a NetworkPolicy rule's `ports` include TCP `port` of a pod whose containers
+    name their ports `named_ports` ({name: number}); no `ports` means every port."""
+    if not rule_ports:
+        return True
+    for p in rule_ports:
+        if p.get("protocol", "TCP") != "TCP":
+            continue
+        if "port" not in p:
+            return True
+        number = named_ports.get(p["port"]) if isinstance(p["port"], str) else p["port"]
+        if number is not None and number <= port <= p.get("endPort", number):
+            return True
+    return False
+
+
+def peers(objects, rule_peers):
+    """Whom a rule's `from` or `to` names: workloads of this namespace by name, anything else
+    by a description (other namespaces, an address block, or anyone when the list is empty)."""
+    if not rule_peers:
+        return {"anyone"}
+    found = set()
+    for peer in rule_peers:
+        if "ipBlock" in peer:
+            found.add(f'ipBlock {peer["ipBlock"]["cidr"]}')
+        elif "namespaceSelector" in peer:
+            found.add(f'namespaces {peer["namespaceSelector"]}')
+        else:
+            found |= {name for name, pod in pod_templates(objects).items()
+                      if selects(peer["podSelector"], pod["metadata"].get("labels", {}))}
+    return found
+
+
+def admitted(objects, target, port):
+    """Whom the NetworkPolicies let reach TCP `port` of workload `target`'s pods."""
+    pod = pod_templates(objects)[target]
+    labels, named_ports = pod["metadata"].get("labels", {}), container_ports(pod)
+    found = set()
+    for policy in named(objects, "NetworkPolicy").values():
+        spec = policy["spec"]
+        if "Ingress" in spec.get("policyTypes", ["Ingress"]) and selects(spec["podSelector"], labels):
+            for rule in spec.get("ingress", []):
+                if covers(rule.get("ports"), port, named_ports):
+                    found |= peers(objects, rule.get("from"))
+    return found
+
+
+def egress_allowed(objects, source, target, port):
+    """Whether the NetworkPolicies let workload `source`'s pods open TCP `port` on `target`'s."""
+    source_labels = pod_templates(objects)[source]["metadata"].get("labels", {})
+    named_ports = container_ports(pod_templates(objects)[target])
+    for policy in named(objects, "NetworkPolicy").values():
+        spec = policy["spec"]
+        if "Egress" in spec.get("policyTypes", []) and selects(spec["podSelector"], source_labels):
+            for rule in spec.get("egress", []):
+                if covers(rule.get("ports"), port, named_ports) and {"anyone", target} & peers(objects, rule.get("to")):
+                    return True
+    return False
+
+
+def nats_config(objects):
+    """NATS's container and the text of the configuration file it is started with."""
+    pod = named(objects, "StatefulSet")[NATS]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    args = container.get("command", []) + container.get("args", [])
+    path = args[args.index("--config") + 1]
+    volume = mounted_from(pod, container, path)
+    data = named(objects, "ConfigMap")[volume["configMap"]["name"]]["data"]
+    return container, data[path.rsplit("/", 1)[1]]
+
+
+def config_setting(config, key):
+    match = re.search(rf"^\s*{key}\s*[:=]\s*\"?([^\"\s]+)", config, re.MULTILINE)
+    return match and match.group(1)
+
+
+def test_nats_runs_jetstream_with_its_store_on_a_claimed_volume(objects):
+    nats = named(objects, "StatefulSet")[NATS]
+    pod = nats["spec"]["template"]["spec"]
+    container, config = nats_config(objects)
+    image = container["image"]
+    assert image.startswith("nats:") and re.search(r":\d+\.\d+\.\d+", image), f"an official NATS image, pinned: {image}"
+    args = container.get("command", []) + container.get("args", [])
+    assert {"-js", "--jetstream"} & set(args), f"JetStream is off: {args}"
+    # The store directory (a flag wins over the file) is on a volume of the claim template,
+    # so the stream and its de-duplication window outlive the pod.
+    flag = next((args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-sd", "--store_dir")), None)
+    store_dir = flag or config_setting(config, "store_dir")
+    assert store_dir, "no JetStream store_dir: it would default to a temporary directory"
+    mount = next((m for m in container["volumeMounts"]
+                  if (store_dir.rstrip("/") + "/").startswith(m["mountPath"].rstrip("/") + "/")), None)
+    assert mount, f"the JetStream store {store_dir} is on no volume"
+    claims = {t["metadata"]["name"] for t in nats["spec"]["volumeClaimTemplates"]}
+    assert mount["name"] in claims and mount["name"] not in {v["name"] for v in pod.get("volumes", [])}, mount
+    assert not mount.get("readOnly"), mount
+    # The probes ask the monitoring port's /healthz; liveness only that JetStream is on.
+    monitor = int(config_setting(config, "http_port"))
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        get = container[probe]["httpGet"]
+        assert ports.get(get["port"], get["port"]) == monitor and get["path"].startswith("/healthz"), (probe, get)
+    assert "js-enabled-only=true" in container["livenessProbe"]["httpGet"]["path"]
+    headless = named(objects, "Service")[nats["spec"]["serviceName"]]
+    assert headless["spec"].get("clusterIP") == "None", "a StatefulSet's governing Service is headless"
+
+
+def test_user_and_order_find_nats_through_its_service(objects):
+    deployments = named(objects, "Deployment")
+    container, config = nats_config(objects)
+    assert int(config_setting(config, "port")) == NATS_CLIENT_PORT
+    nats_labels = named(objects, "StatefulSet")[NATS]["spec"]["template"]["metadata"]["labels"]
+    for name in sorted(EVENT_SERVICES):
+        url = env_of(deployments[name]["spec"]["template"]["spec"]["containers"][0]).get("EVENTS_URL")
+        assert url, f"{name} has no EVENTS_URL: its events would stay in its outbox"
+        match = re.fullmatch(r"nats://([a-z0-9-]+)((?:\.[a-z0-9-]+)*):(\d+)", url)
+        assert match, f"{name}: EVENTS_URL is not nats://host:port: {url!r}"
+        service_name, domain, port = match.group(1), match.group(2), int(match.group(3))
+        assert domain in ("", f".{NAMESPACE}", f".{NAMESPACE}.svc", f".{NAMESPACE}.svc.cluster.local"), \
+            f"{name}: {url} is not a Service of namespace {NAMESPACE}"
+        service = named(objects, "Service").get(service_name)
+        assert service, f"{name}: EVENTS_URL names no Service: {url}"
+        assert selects({"matchLabels": service["spec"]["selector"]}, nats_labels), f"Service {service_name} does not select NATS"
+        service_port = next((p for p in service["spec"]["ports"] if p["port"] == port), None)
+        assert service_port, f"{name}: Service {service_name} has no port {port}"
+        target = service_port.get("targetPort", port)
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports.get(target, target) == NATS_CLIENT_PORT, f"{service_name}:{port} does not reach NATS's client port"
+
+
+def test_only_user_and_order_reach_nats(objects):
+    # Default deny in and out, or the allow rules below would not be the only way in.
+    assert any(p["spec"]["podSelector"] == {} and set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
+               and not p["spec"].get("ingress") and not p["spec"].get("egress")
+               for p in named(objects, "NetworkPolicy").values()), "no default-deny NetworkPolicy"
+    assert admitted(objects, NATS, NATS_CLIENT_PORT) == EVENT_SERVICES
+    for name in sorted(EVENT_SERVICES):
+        assert egress_allowed(objects, name, NATS, NATS_CLIENT_PORT), f"{name} may not open a connection to NATS"
+    for name in sorted(set(pod_templates(objects)) - EVENT_SERVICES - {NATS}):
+        assert not egress_allowed(objects, name, NATS, NATS_CLIENT_PORT), f"{name} may connect to NATS"
+    # NATS's other ports (monitoring) are for scrapers in other namespaces, no pod of this one.
+    container, _ = nats_config(objects)
+    for port in container["ports"]:
+        if port["containerPort"] != NATS_CLIENT_PORT:
+            whom = admitted(objects, NATS, port["containerPort"])
+            assert all(w.startswith("namespaces ") for w in whom), (port["name"], whom)
