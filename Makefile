@@ -84,23 +84,35 @@ token: $(CERTS)/ca.pem ## print a development token: make token SUB=<user id> [R
 # MESHWORK_TEST_POSTGRES_URL the PostgreSQL tests are reported as ignored, not passed. With it
 # (CI sets it) they run, and the end-to-end suite runs a second time with every service that
 # keeps data on PostgreSQL. Likewise without MESHWORK_TEST_NATS_URL (nats://host:port of a
-# NATS server with JetStream; CI sets it) the NATS tests are reported as ignored, not passed.
+# NATS server with JetStream; CI sets it) the NATS tests are reported as ignored, not passed;
+# they live in modules named `nats` (so `--skip nats::` / `--ignored nats::` pick them out)
+# and run after the rest, once per backend.
 # The e2e kit refuses a service binary older than its source, so the build comes first.
 test: tools $(CLIENT_PY) $(K8S_CHECKS) ## unit, integration and end-to-end tests (real binaries, grpcurl), client libraries, manifests
 	@[ -n "$(K8S_CHECKS)" ] || echo "kubectl not found: the Kubernetes manifest checks are skipped"
 	$(CARGO) build --workspace --all-targets
-	@if [ -n "$$MESHWORK_TEST_POSTGRES_URL" ]; then \
-		set -e; \
+	@set -e; \
+	if [ -n "$$MESHWORK_TEST_POSTGRES_URL" ]; then \
 		echo "== $(CARGO) test --workspace, with the PostgreSQL-only tests"; \
-		$(TEST_ENV) $(CARGO) test --workspace -- --include-ignored; \
+		$(TEST_ENV) $(CARGO) test --workspace -- --include-ignored --skip nats::; \
 		echo "== the end-to-end suite again, on PostgreSQL"; \
-		$(TEST_ENV) MESHWORK_TEST_BACKEND=postgres $(CARGO) test -p meshwork-e2e $(E2E_SUITE); \
+		$(TEST_ENV) MESHWORK_TEST_BACKEND=postgres $(CARGO) test -p meshwork-e2e $(E2E_SUITE) -- --skip nats::; \
 	else \
 		echo "== $(CARGO) test --workspace"; \
-		$(TEST_ENV) $(CARGO) test --workspace && \
+		$(TEST_ENV) $(CARGO) test --workspace; \
 		echo "MESHWORK_TEST_POSTGRES_URL is not set: the suite ran on SQLite only, the PostgreSQL-only tests are ignored"; \
+	fi; \
+	if [ -n "$$MESHWORK_TEST_NATS_URL" ]; then \
+		echo "== the tests that need NATS (module nats::), on SQLite"; \
+		$(TEST_ENV) $(CARGO) test --workspace -- --ignored nats::; \
+		if [ -n "$$MESHWORK_TEST_POSTGRES_URL" ]; then \
+			echo "== the tests that need NATS again, on PostgreSQL"; \
+			$(TEST_ENV) MESHWORK_TEST_BACKEND=postgres $(CARGO) test -p meshwork-e2e --test events -- --ignored nats::; \
+		fi; \
+	else \
+		if [ -n "$$MESHWORK_TEST_POSTGRES_URL" ]; then $(CARGO) test -p meshwork-e2e --test events; fi; \
+		echo "MESHWORK_TEST_NATS_URL is not set: the suite ran without a broker, the NATS tests are ignored"; \
 	fi
-	@[ -n "$$MESHWORK_TEST_NATS_URL" ] || echo "MESHWORK_TEST_NATS_URL is not set: the suite ran without a broker, the NATS tests are ignored"
 	@echo "== the Python client against the binaries; mypy --strict over its example caller"
 	MESHWORK_REQUIRE_BINARIES=1 PYTHONDONTWRITEBYTECODE=1 $(VENV)/bin/python -m pytest -q -p no:cacheprovider clients/python/tests
 	$(VENV)/bin/mypy --strict --cache-dir $(VENV)/.mypy_cache clients/python/examples

@@ -10,6 +10,7 @@
 //! fresh PostgreSQL database of its own (see [`database`]): the same tests, either backend.
 
 pub mod binaries;
+pub mod broker;
 pub mod database;
 pub mod fixtures;
 pub mod otlp;

@@ -75,8 +75,11 @@ struct Inner {
     table: &'static str,
     /// The service's full name (`user.v1.UserService`): CloudEvents' `ce-source`.
     source: &'static str,
-    /// The advisory lock of this table (PostgreSQL), derived from its name.
+    /// The advisory lock writers take to append (PostgreSQL), derived from the table's name.
     lock_key: i64,
+    /// The advisory lock the relaying replica holds: another key, or holding it would block
+    /// every writer.
+    relay_key: i64,
     /// Bumped after each local commit that wrote a row, so readers need not poll for them.
     written: watch::Sender<u64>,
     sql: Sql,
@@ -206,6 +209,7 @@ impl Outbox {
                 table,
                 source,
                 lock_key: lock_key(table),
+                relay_key: lock_key(&format!("{table}.relay")),
                 written: watch::Sender::new(0),
                 sql: Sql::new(table),
             }),
@@ -220,8 +224,9 @@ impl Outbox {
         self.inner.source
     }
 
-    pub(crate) fn lock_key(&self) -> i64 {
-        self.inner.lock_key
+    /// The lock of the one replica that relays this outbox.
+    pub(crate) fn relay_key(&self) -> i64 {
+        self.inner.relay_key
     }
 
     /// Tells this process's readers that a transaction that appended has committed.
@@ -448,5 +453,11 @@ mod tests {
     fn each_table_has_its_own_lock() {
         assert_ne!(lock_key("user_outbox"), lock_key("order_outbox"));
         assert_eq!(lock_key("user_outbox"), lock_key("user_outbox"));
+        let outbox = Outbox::new("user_outbox", "user.v1.UserService");
+        assert_ne!(
+            outbox.inner.lock_key,
+            outbox.relay_key(),
+            "relaying never blocks writing"
+        );
     }
 }

@@ -284,7 +284,7 @@ impl Lease {
         let mut connection = pool.acquire().await.ok()?;
         connection.close_on_drop();
         let row = sqlx::query("SELECT pg_try_advisory_lock($1) AS locked")
-            .bind(outbox.lock_key())
+            .bind(outbox.relay_key())
             .fetch_one(&mut *connection)
             .await
             .ok()?;
