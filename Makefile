@@ -104,10 +104,11 @@ test: tools $(CLIENT_PY) $(K8S_CHECKS) ## unit, integration and end-to-end tests
 	fi; \
 	if [ -n "$$MESHWORK_TEST_NATS_URL" ]; then \
 		echo "== the tests that need NATS (module nats::), on SQLite"; \
-		$(TEST_ENV) $(CARGO) test --workspace -- --ignored nats::; \
+		skip=$$([ -n "$$MESHWORK_TEST_POSTGRES_URL" ] || echo "--skip nats::postgres::"); \
+		$(TEST_ENV) $(CARGO) test --workspace -- --ignored nats:: $$skip; \
 		if [ -n "$$MESHWORK_TEST_POSTGRES_URL" ]; then \
 			echo "== the tests that need NATS again, on PostgreSQL"; \
-			$(TEST_ENV) MESHWORK_TEST_BACKEND=postgres $(CARGO) test -p meshwork-e2e --test events -- --ignored nats::; \
+			$(TEST_ENV) MESHWORK_TEST_BACKEND=postgres $(CARGO) test -p meshwork-e2e --test events -- --ignored nats:: --skip nats::postgres::; \
 		fi; \
 	else \
 		if [ -n "$$MESHWORK_TEST_POSTGRES_URL" ]; then $(CARGO) test -p meshwork-e2e --test events; fi; \

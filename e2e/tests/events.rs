@@ -352,4 +352,47 @@ mod nats {
         let event = UserEvent::decode(after[0].payload.clone()).unwrap();
         assert_eq!(event.user.unwrap().id, id);
     }
+
+    /// Needs PostgreSQL as well: a plain `--ignored nats::` run without it skips this module.
+    mod postgres {
+        use std::sync::Arc;
+
+        use meshwork_e2e::database::{TestDatabase, required_postgres_url};
+
+        use super::*;
+
+        #[tokio::test]
+        #[ignore = "needs NATS and PostgreSQL: set MESHWORK_TEST_NATS_URL and MESHWORK_TEST_POSTGRES_URL"]
+        async fn two_replicas_on_one_database_relay_through_one_and_publish_each_event_once() {
+            let broker = Broker::take().await;
+            let database = Arc::new(TestDatabase::create(&required_postgres_url()));
+            let replica = || {
+                Spawn::new("user-service")
+                    .on_database(database.clone())
+                    .env("EVENTS_URL", &broker.url)
+                    .start()
+            };
+            let (a, b) = (replica(), replica());
+            let mut ids = Vec::new();
+            for n in 0..6 {
+                let through = if n % 2 == 0 { &a } else { &b };
+                ids.push(new_user(through, &format!("buyer{n}@example.com")).await);
+            }
+            let created = wait_for(&broker, "meshwork.user.v1.created", 6).await;
+            let users: Vec<_> = created
+                .iter()
+                .map(|m| UserEvent::decode(m.payload.clone()).unwrap().user.unwrap().id)
+                .collect();
+            assert_eq!(users, ids, "once each, in commit order across both replicas");
+            let published = "meshwork_events_published_total{subject=\"meshwork.user.v1.created\"}";
+            let by_replica = [metric(&a, published).await, metric(&b, published).await];
+            let by_replica = by_replica.map(|n| n.unwrap_or(0.0));
+            assert_eq!(
+                by_replica.iter().sum::<f64>(),
+                6.0,
+                "nothing published twice: {by_replica:?}"
+            );
+            assert!(by_replica.contains(&0.0), "one replica relays: {by_replica:?}");
+        }
+    }
 }

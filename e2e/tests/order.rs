@@ -478,3 +478,54 @@ async fn a_page_too_large_for_max_message_bytes_is_cut_short_not_failed() {
     }
     assert_eq!(seen.len(), 12, "every order once, over {pages} pages");
 }
+
+#[tokio::test]
+async fn a_broken_watch_resumes_after_its_last_event_without_gap_or_duplicate() {
+    let mesh = Mesh::start();
+    let ada = new_user(&mesh, "ada@example.com").await;
+    let mut orders = mesh.order.orders().await;
+    let watch = |after_event_id: &str| WatchOrdersRequest {
+        user_id: ada.clone(),
+        after_event_id: after_event_id.into(),
+    };
+    let mut first = orders.watch_orders(watch("")).await.unwrap().into_inner();
+    let seen = create(&mut orders, order_of(&ada, "")).await.unwrap();
+    let last = meshwork_e2e::within("the first event", first.message()).await;
+    let last = last.unwrap().expect("an event");
+    assert_eq!(last.order.unwrap().id, seen.id);
+    drop(first); // the stream breaks
+
+    let missed = [
+        create(&mut orders, order_of(&ada, "")).await.unwrap(),
+        create(&mut orders, order_of(&ada, "")).await.unwrap(),
+    ];
+    let mut resumed = orders
+        .watch_orders(watch(&last.event_id))
+        .await
+        .unwrap()
+        .into_inner();
+    let live = create(&mut orders, order_of(&ada, "")).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let event = meshwork_e2e::within("a replayed or live event", resumed.message()).await;
+        ids.push(event.unwrap().expect("an event").order.unwrap().id);
+    }
+    assert_eq!(
+        ids,
+        [missed[0].id.clone(), missed[1].id.clone(), live.id],
+        "missed ones first, then live, once each"
+    );
+
+    let unknown = orders
+        .watch_orders(watch("01930000-0000-7000-8000-000000000000"))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::OutOfRange, "{unknown:?}");
+    assert_eq!(
+        error_info(&unknown),
+        Some(("EVENT_NOT_KEPT".into(), "order.v1.OrderService".into()))
+    );
+    let malformed = orders.watch_orders(watch("not-an-id")).await.unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    assert_eq!(bad_request_fields(&malformed), ["after_event_id"]);
+}

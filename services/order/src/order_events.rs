@@ -150,15 +150,23 @@ impl OrderEvents {
         };
         // Subscribed before the replay is read: what commits meanwhile arrives live.
         let feed = BroadcastStream::new(self.sender.subscribe());
-        let replay = match after {
-            None => None,
+        // Without a resume point, what was committed before the call is not streamed, even
+        // when the feed has not read it yet.
+        let (replay, replayed_through) = match after {
+            None => match self.outbox.last_seq(&self.db).await {
+                Ok(seq) => (None, seq),
+                Err(error) => return Err(WatchError::Database(error)),
+            },
             Some(id) => match self.outbox.seq_of(&self.db, &id).await {
-                Ok(Some(seq)) => Some(Replay {
-                    after: seq,
-                    page: VecDeque::new(),
-                    db: self.db.clone(),
-                    outbox: self.outbox.clone(),
-                }),
+                Ok(Some(seq)) => {
+                    let replay = Replay {
+                        after: seq,
+                        page: VecDeque::new(),
+                        db: self.db.clone(),
+                        outbox: self.outbox.clone(),
+                    };
+                    (Some(replay), seq)
+                }
                 Ok(None) => return Err(WatchError::NotKept(id.to_string())),
                 Err(error) => return Err(WatchError::Database(error)),
             },
@@ -166,7 +174,7 @@ impl OrderEvents {
         let watcher = Watcher {
             feed,
             replay,
-            replayed_through: 0,
+            replayed_through,
             user_id,
             shutdown,
             _permit: permit,
@@ -225,7 +233,7 @@ struct Watcher {
     feed: BroadcastStream<Arc<FeedEvent>>,
     /// Until it has caught up with the outbox.
     replay: Option<Replay>,
-    /// Live events up to here were replayed already.
+    /// Live events up to here were replayed already (or committed before the watch began).
     replayed_through: i64,
     user_id: Option<UserId>,
     shutdown: CancellationToken,
