@@ -318,6 +318,81 @@ fn build_server_config(
     Ok(Arc::new(config))
 }
 
+/// The settings of one service this one calls (Order → User), as named in its
+/// configuration: `setting` is their prefix (`USER_SERVICE`), for error messages.
+pub struct Upstream<'a> {
+    pub setting: &'static str,
+    pub target: &'a meshwork_clients::Target,
+    /// `<setting>_CA`: the CA bundle the upstream's certificate must be signed by.
+    pub ca: Option<&'a Path>,
+    /// `<setting>_TLS_NAME`: the name its certificate must carry, instead of the URL's host.
+    pub tls_name: Option<&'a str>,
+}
+
+/// TLS for calls to `upstream`: on with its CA bundle, which an `https://` URL needs and an
+/// `http://` one contradicts (with `dns:///`, the CA alone switches it on). This process's
+/// own certificate (`TLS_CERT`/`TLS_KEY`), when it has one, is its client certificate
+/// (mutual TLS). Both files are watched until `stop`, like the server's. An error names
+/// the settings that do not go together, or the file that does not load.
+pub fn upstream_tls(
+    upstream: &Upstream<'_>,
+    security: &crate::config::SecurityConfig,
+    stop: &CancellationToken,
+) -> Result<Option<meshwork_clients::ClientTls>, String> {
+    let Upstream { setting, .. } = *upstream;
+    let flag = |suffix: &str| {
+        format!(
+            "{setting}_{suffix} (--{})",
+            format!("{setting}_{suffix}").to_lowercase().replace('_', "-")
+        )
+    };
+    let https = match upstream.target {
+        meshwork_clients::Target::Static(uris) => {
+            let tls = uris
+                .iter()
+                .filter(|uri| uri.scheme_str() == Some("https"))
+                .count();
+            if tls != 0 && tls != uris.len() {
+                return Err(format!("{} mixes http:// and https://", flag("URL")));
+            }
+            tls != 0
+        }
+        meshwork_clients::Target::Dns { .. } => upstream.ca.is_some(),
+    };
+    let Some(ca) = upstream.ca else {
+        return match https {
+            true => Err(format!(
+                "{} is https:// but {} is not set",
+                flag("URL"),
+                flag("CA")
+            )),
+            false => Ok(None),
+        };
+    };
+    if !https {
+        return Err(format!(
+            "{} is set but {} is http://; use https://",
+            flag("CA"),
+            flag("URL")
+        ));
+    }
+    let roots = WatchedRoots::load(ca).map_err(|e| format!("invalid {}: {e}", flag("CA")))?;
+    roots.watch(stop.clone());
+    let roots = Arc::new(move || roots.current());
+    let identity = match (&security.tls_cert, &security.tls_key) {
+        (Some(cert), Some(key)) => {
+            let identity = WatchedIdentity::load(cert, key)
+                .map_err(|e| format!("invalid TLS_CERT/TLS_KEY (--tls-cert/--tls-key): {e}"))?;
+            identity.watch(stop.clone());
+            Some(identity as _)
+        }
+        _ => None,
+    };
+    meshwork_clients::ClientTls::new(provider(), roots, identity, upstream.tls_name)
+        .map(Some)
+        .map_err(|e| format!("invalid {}: {e}", flag("TLS_NAME")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

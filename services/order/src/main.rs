@@ -106,53 +106,15 @@ impl Config {
         })
     }
 
-    /// TLS to User: on with USER_SERVICE_CA, which an `https://` URL needs and an `http://`
-    /// one contradicts.
+    /// TLS to User: see [`tls::upstream_tls`].
     fn user_tls(&self, stop: &CancellationToken) -> Result<Option<ClientTls>, String> {
-        let https = match &self.user_service_url {
-            Target::Static(uris) => {
-                let tls = uris
-                    .iter()
-                    .filter(|uri| uri.scheme_str() == Some("https"))
-                    .count();
-                if tls != 0 && tls != uris.len() {
-                    return Err("USER_SERVICE_URL (--user-service-url) mixes http:// and https://".into());
-                }
-                tls != 0
-            }
-            Target::Dns { .. } => self.user_service_ca.is_some(),
+        let user_service = tls::Upstream {
+            setting: "USER_SERVICE",
+            target: &self.user_service_url,
+            ca: self.user_service_ca.as_deref(),
+            tls_name: self.user_service_tls_name.as_deref(),
         };
-        let Some(ca) = &self.user_service_ca else {
-            return match https {
-                true => Err("USER_SERVICE_URL (--user-service-url) is https:// but USER_SERVICE_CA (--user-service-ca) is not set".into()),
-                false => Ok(None),
-            };
-        };
-        if !https {
-            return Err("USER_SERVICE_CA (--user-service-ca) is set but USER_SERVICE_URL (--user-service-url) is http://; use https://".into());
-        }
-        let roots = tls::WatchedRoots::load(ca)
-            .map_err(|e| format!("invalid USER_SERVICE_CA (--user-service-ca): {e}"))?;
-        roots.watch(stop.clone());
-        let roots = Arc::new(move || roots.current());
-        let security = &self.server.security;
-        let identity = match (&security.tls_cert, &security.tls_key) {
-            (Some(cert), Some(key)) => {
-                let identity = tls::WatchedIdentity::load(cert, key)
-                    .map_err(|e| format!("invalid TLS_CERT/TLS_KEY (--tls-cert/--tls-key): {e}"))?;
-                identity.watch(stop.clone());
-                Some(identity as _)
-            }
-            _ => None,
-        };
-        let tls = ClientTls::new(
-            tls::provider(),
-            roots,
-            identity,
-            self.user_service_tls_name.as_deref(),
-        )
-        .map_err(|e| format!("invalid USER_SERVICE_TLS_NAME (--user-service-tls-name): {e}"))?;
-        Ok(Some(tls))
+        tls::upstream_tls(&user_service, &self.server.security, stop)
     }
 }
 
