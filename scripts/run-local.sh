@@ -101,6 +101,8 @@ fi
 
 mapfile -t services < <(bash scripts/services.sh)
 for service in "${services[@]}"; do
+  # Made here, not by the background job's redirection, which may come after the first read.
+  : >".run/$service.log"
   # shellcheck disable=SC2046 # one word per setting
   env $(security_env "$service") $(events_env "$service") target/debug/"$service" >".run/$service.log" 2>&1 &
   pids+=($!)
