@@ -59,6 +59,14 @@ mod nats {
         found.into_inner().order.unwrap().status()
     }
 
+    /// Waits until `service` has nothing left in its outbox.
+    async fn outbox_drained(service: &Service) {
+        eventually("the outbox drained", || async {
+            (metric(service, "meshwork_outbox_pending").await == Some(0.0)).then_some(())
+        })
+        .await;
+    }
+
     /// The value of the unlabelled metric `name` on `service`'s `/metrics`.
     async fn metric(service: &Service, name: &str) -> Option<f64> {
         let text = service.metrics().await;
@@ -152,10 +160,7 @@ mod nats {
         let cancelled = OrderEvent::decode(cancelled.payload.clone()).unwrap();
         assert_eq!(cancelled.event_type(), OrderEventType::Cancelled);
         assert_eq!(cancelled.order.unwrap().status(), OrderStatus::Cancelled);
-        eventually("nothing pending", || async {
-            (metric(&user, "meshwork_outbox_pending").await == Some(0.0)).then_some(())
-        })
-        .await;
+        outbox_drained(&user).await;
     }
 
     #[tokio::test]
@@ -253,10 +258,7 @@ mod nats {
             .map(|m| UserEvent::decode(m.payload.clone()).unwrap().user.unwrap().id)
             .collect();
         assert_eq!(users, ids, "in commit order");
-        eventually("the outbox drains", || async {
-            (metric(&order, "meshwork_outbox_pending").await == Some(0.0)).then_some(())
-        })
-        .await;
+        outbox_drained(&order).await;
     }
 
     #[tokio::test]
@@ -294,10 +296,7 @@ mod nats {
         let mut user = Spawn::new("user-service").env("EVENTS_URL", &broker.url).start();
         let id = new_user(&user, "ada@example.com").await;
         let published = wait_for(&broker, "meshwork.user.v1.created", 1).await;
-        eventually("marked sent", || async {
-            (metric(&user, "meshwork_outbox_pending").await == Some(0.0)).then_some(())
-        })
-        .await;
+        outbox_drained(&user).await;
         user.kill();
         user.wait_exit().await;
 
@@ -336,10 +335,7 @@ mod nats {
             .env("EVENTS_URL", &broker.url)
             .reusing(&user)
             .start();
-        eventually("sent again and marked", || async {
-            (metric(&user, "meshwork_outbox_pending").await == Some(0.0)).then_some(())
-        })
-        .await;
+        outbox_drained(&user).await;
         let published_total = "meshwork_events_published_total{subject=\"meshwork.user.v1.created\"}";
         assert_eq!(
             metric(&user, published_total).await,

@@ -50,6 +50,20 @@ pub struct NewEvent {
     pub occur_time: i64,
 }
 
+impl NewEvent {
+    /// An event with a new id, on `subject`, made at `occur_time`; `payload` encodes the
+    /// message, which carries the same id.
+    pub fn new(subject: &'static str, occur_time: i64, payload: impl FnOnce(&EventId) -> Vec<u8>) -> Self {
+        let id = EventId::generate();
+        Self {
+            payload: payload(&id),
+            id,
+            subject,
+            occur_time,
+        }
+    }
+}
+
 /// An event as the outbox holds it.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {

@@ -11,7 +11,7 @@
 use async_trait::async_trait;
 use meshwork::{error::ApiError, server::Readiness};
 use meshwork_database::{Columns, DatabasePoolConfig, DatabaseUrl, Db, Migrations, OpenError, with_pool};
-use meshwork_events::{Append, EventId, NewEvent, Outbox};
+use meshwork_events::{Append, NewEvent, Outbox};
 use meshwork_proto::user::v1::{self as pb, UserEventType};
 use prost::Message;
 
@@ -175,24 +175,20 @@ impl Readiness for UserStore {
 
 /// The outbox row of one change to `user` (the user after it; for a deletion, as it was).
 fn user_event(kind: UserEventType, user: &User, occur_time: i64) -> NewEvent {
-    let id = EventId::generate();
     let subject = match kind {
         UserEventType::Created => "meshwork.user.v1.created",
         UserEventType::Updated => "meshwork.user.v1.updated",
         UserEventType::Deleted | UserEventType::Unspecified => "meshwork.user.v1.deleted",
     };
-    let payload = pb::UserEvent {
-        event_id: id.to_string(),
-        event_type: kind.into(),
-        user: Some(user.clone().into()),
-        occur_time: Some(meshwork::time::timestamp(occur_time)),
-    };
-    NewEvent {
-        id,
-        subject,
-        payload: payload.encode_to_vec(),
-        occur_time,
-    }
+    NewEvent::new(subject, occur_time, |id| {
+        let event = pb::UserEvent {
+            event_id: id.to_string(),
+            event_type: kind.into(),
+            user: Some(user.clone().into()),
+            occur_time: Some(meshwork::time::timestamp(occur_time)),
+        };
+        event.encode_to_vec()
+    })
 }
 
 /// A user from a row of either backend: the columns and their types are the same.

@@ -15,7 +15,7 @@ mod backend;
 use async_trait::async_trait;
 use meshwork::{error::ApiError, server::Readiness};
 use meshwork_database::{Columns, DatabasePoolConfig, DatabaseUrl, Db, Migrations, OpenError, with_pool};
-use meshwork_events::{Append, EventId, NewEvent, Outbox};
+use meshwork_events::{Append, NewEvent, Outbox};
 use meshwork_proto::order::v1::{self as pb, OrderEventType};
 use prost::Message;
 use sqlx::types::Json;
@@ -300,23 +300,19 @@ impl OrderStore {
 
 /// The outbox row of one change to `order` (the order after it).
 fn order_event(kind: OrderEventType, order: &Order, occur_time: i64) -> NewEvent {
-    let id = EventId::generate();
     let subject = match kind {
         OrderEventType::Cancelled => "meshwork.order.v1.cancelled",
         OrderEventType::Created | OrderEventType::Unspecified => "meshwork.order.v1.created",
     };
-    let payload = pb::OrderEvent {
-        event_id: id.to_string(),
-        event_type: kind.into(),
-        order: Some(order.clone().into()),
-        occur_time: Some(meshwork::time::timestamp(occur_time)),
-    };
-    NewEvent {
-        id,
-        subject,
-        payload: payload.encode_to_vec(),
-        occur_time,
-    }
+    NewEvent::new(subject, occur_time, |id| {
+        let event = pb::OrderEvent {
+            event_id: id.to_string(),
+            event_type: kind.into(),
+            order: Some(order.clone().into()),
+            occur_time: Some(meshwork::time::timestamp(occur_time)),
+        };
+        event.encode_to_vec()
+    })
 }
 
 /// Readiness follows the database: does it answer?
