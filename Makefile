@@ -111,7 +111,7 @@ test: tools $(CLIENT_PY) $(K8S_CHECKS) ## unit, integration and end-to-end tests
 			$(TEST_ENV) MESHWORK_TEST_BACKEND=postgres $(CARGO) test -p meshwork-e2e --test events -- --ignored nats:: --skip nats::postgres::; \
 		fi; \
 	else \
-		if [ -n "$$MESHWORK_TEST_POSTGRES_URL" ]; then $(CARGO) test -p meshwork-e2e --test events; fi; \
+		if [ -n "$$MESHWORK_TEST_POSTGRES_URL" ]; then $(TEST_ENV) $(CARGO) test -p meshwork-e2e --test events; fi; \
 		echo "MESHWORK_TEST_NATS_URL is not set: the suite ran without a broker, the NATS tests are ignored"; \
 	fi
 	@echo "== the Python client against the binaries; mypy --strict over its example caller"

@@ -70,6 +70,8 @@ impl Db {
 pub trait Columns {
     fn text(&self, column: &str) -> Result<String, sqlx::Error>;
     fn integer(&self, column: &str) -> Result<i64, sqlx::Error>;
+    /// An integer column that may be `NULL` (an aggregate over no row).
+    fn optional_integer(&self, column: &str) -> Result<Option<i64>, sqlx::Error>;
     /// A text column that may be `NULL`.
     fn optional_text(&self, column: &str) -> Result<Option<String>, sqlx::Error>;
     /// A binary column: `BYTEA` in PostgreSQL, `BLOB` in SQLite.
@@ -85,6 +87,9 @@ macro_rules! columns_of {
                 self.try_get(column)
             }
             fn integer(&self, column: &str) -> Result<i64, sqlx::Error> {
+                self.try_get(column)
+            }
+            fn optional_integer(&self, column: &str) -> Result<Option<i64>, sqlx::Error> {
                 self.try_get(column)
             }
             fn optional_text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {

@@ -146,7 +146,12 @@ async fn open_postgres(url: &str, pool: &DatabasePoolConfig, shown: &str) -> Res
     let statement_timeout = format!("{}ms", pool.database_statement_timeout.as_millis());
     let options = PgConnectOptions::from_str(url)
         .map_err(connect_error)?
-        .options([("statement_timeout", statement_timeout.as_str())]);
+        // A transaction left open by a process that stopped answering (a lost node) would
+        // hold its locks, the outbox's among them, until TCP noticed, hours later.
+        .options([
+            ("statement_timeout", statement_timeout.as_str()),
+            ("idle_in_transaction_session_timeout", "10s"),
+        ]);
     let pool_options = PgPoolOptions::new()
         .max_connections(pool.database_max_connections)
         .acquire_timeout(pool.database_acquire_timeout);

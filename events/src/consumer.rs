@@ -80,7 +80,7 @@ where
         let js = jetstream::new(client);
         let mut failing = false;
         while !stop.is_cancelled() {
-            match consume(&js, subscription, &handler, &stop).await {
+            match consume(&js, subscription, &handler, &stop, &mut failing).await {
                 Ok(()) => return,
                 Err(error) => {
                     if !failing {
@@ -103,6 +103,7 @@ async fn consume<H, F>(
     subscription: Subscription,
     handler: &H,
     stop: &CancellationToken,
+    failing: &mut bool,
 ) -> Result<(), async_nats::Error>
 where
     H: Fn(Delivery) -> F,
@@ -126,6 +127,8 @@ where
         subject = subscription.subject,
         "consuming events"
     );
+    // The next outage is logged again.
+    *failing = false;
     loop {
         let message = tokio::select! {
             () = stop.cancelled() => return Ok(()),

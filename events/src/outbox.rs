@@ -111,6 +111,7 @@ struct Sql {
     seq_of: &'static str,
     last_seq: &'static str,
     pending: &'static str,
+    prune_boundary: &'static str,
     prune: &'static str,
 }
 
@@ -145,8 +146,11 @@ impl Sql {
             pending: leak(format!(
                 "SELECT COUNT(*) AS pending FROM {table} WHERE sent_time IS NULL"
             )),
+            prune_boundary: leak(format!(
+                "SELECT MIN(seq) AS keep_from FROM {table} WHERE sent_time IS NULL OR occur_time >= $1"
+            )),
             prune: leak(format!(
-                "DELETE FROM {table} WHERE sent_time IS NOT NULL AND occur_time < $1"
+                "DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table} WHERE seq <= $1 ORDER BY seq LIMIT $2)"
             )),
         }
     }
@@ -324,6 +328,10 @@ impl Outbox {
 
     pub(crate) fn sql_mark_sent(&self) -> &'static str {
         self.inner.sql.mark_sent
+    }
+
+    pub(crate) fn sql_prune_boundary(&self) -> &'static str {
+        self.inner.sql.prune_boundary
     }
 
     pub(crate) fn sql_prune(&self) -> &'static str {

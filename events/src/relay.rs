@@ -16,9 +16,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, message::PublishMessage};
+use meshwork_database::Columns as _;
 use meshwork_database::Db;
 use meshwork_rpc::trace;
-use sqlx::{Postgres, SqlitePool, pool::PoolConnection};
+use sqlx::{Connection as _, PgConnection, SqlitePool};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -38,6 +39,8 @@ const POLL: Duration = Duration::from_secs(1);
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// How often sent events older than [`RETENTION`] are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Events deleted per statement.
+const PRUNE_BATCH: u64 = 1000;
 
 /// Starts relaying `outbox` to the broker at `url` (none: the rows stay, and only
 /// `meshwork_outbox_pending` is kept up to date). When `stop` is cancelled, the relay makes
@@ -97,16 +100,18 @@ async fn relay(db: Db, outbox: Outbox, url: EventsUrl, stop: CancellationToken) 
         pruned_at: None,
     };
     let mut written = outbox.written();
+    let mut candidate = None;
     loop {
-        let Some(mut lease) = Lease::take(&db, &outbox).await else {
-            // Another replica relays (or the database is away): look again later.
+        let Some(mut lease) = Lease::take(&db, &outbox, &mut candidate).await else {
+            // Another replica relays (or the database is away): look again after the poll
+            // interval, not at each commit (no query per write on replicas that wait).
             if let Ok(pending) = outbox.pending(&db).await {
                 metrics::PENDING.set(pending);
             }
-            if !wait(&mut written, &stop).await {
-                return;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(POLL) => continue,
             }
-            continue;
         };
         loop {
             let result = relay.drain(&mut lease).await;
@@ -114,6 +119,10 @@ async fn relay(db: Db, outbox: Outbox, url: EventsUrl, stop: CancellationToken) 
                 metrics::PENDING.set(pending);
             }
             if stop.is_cancelled() {
+                // Stopped while that pass ran: one more, for what committed meanwhile.
+                if result.is_ok() {
+                    let _ = relay.drain(&mut lease).await;
+                }
                 return;
             }
             if let Err(LeaseLost(error)) = result {
@@ -243,7 +252,16 @@ impl Relay {
         }
         self.pruned_at = Some(now);
         let before = now_micros() - RETENTION.as_micros() as i64;
-        if let Err(error) = lease.prune(&self.outbox, before).await {
+        let pruned = async {
+            // Only a prefix of the outbox goes (no hole a resumed watch could fall into,
+            // whatever the replicas' clocks), in batches (no long lock, no timeout).
+            let Some(through) = lease.prunable_through(&self.outbox, before).await? else {
+                return Ok(());
+            };
+            while lease.prune(&self.outbox, through).await? == PRUNE_BATCH {}
+            Ok::<_, sqlx::Error>(())
+        };
+        if let Err(error) = pruned.await {
             tracing::warn!(%error, "cannot delete old events from the outbox");
         }
     }
@@ -253,9 +271,10 @@ impl Relay {
 enum Lease {
     /// A SQLite file has one process: always granted.
     Sqlite(SqlitePool),
-    /// Holds the outbox's session advisory lock; closed, not pooled, when dropped, so the
-    /// lock never outlives the relay's hold on it.
-    Postgres(PoolConnection<Postgres>),
+    /// Holds the outbox's session advisory lock, on a connection of its own (not the pool's:
+    /// it would take one from the calls for good), closed when dropped, so the lock never
+    /// outlives the relay's hold on it.
+    Postgres(PgConnection),
 }
 
 /// Runs `$body` with `$executor` bound to the lease's connection.
@@ -267,7 +286,7 @@ macro_rules! on_lease {
                 $body
             }
             Lease::Postgres(connection) => {
-                let $executor = &mut **connection;
+                let $executor = &mut *connection;
                 $body
             }
         }
@@ -275,21 +294,29 @@ macro_rules! on_lease {
 }
 
 impl Lease {
-    /// The lease, unless another replica holds it (or the database does not answer).
-    async fn take(db: &Db, outbox: &Outbox) -> Option<Self> {
+    /// The lease, unless another replica holds it (or the database does not answer). A
+    /// replica that waits for it keeps its connection in `candidate` for the next try.
+    async fn take(db: &Db, outbox: &Outbox, candidate: &mut Option<PgConnection>) -> Option<Self> {
         let pool = match db {
             Db::Sqlite(pool) => return Some(Self::Sqlite(pool.clone())),
             Db::Postgres(pool) => pool,
         };
-        let mut connection = pool.acquire().await.ok()?;
-        connection.close_on_drop();
+        let mut connection = match candidate.take() {
+            Some(connection) => connection,
+            None => PgConnection::connect_with(&pool.connect_options()).await.ok()?,
+        };
+        // A failed query drops (closes) the connection: the next try opens another.
         let row = sqlx::query("SELECT pg_try_advisory_lock($1) AS locked")
             .bind(outbox.relay_key())
-            .fetch_one(&mut *connection)
+            .fetch_one(&mut connection)
             .await
             .ok()?;
         let locked: bool = sqlx::Row::try_get(&row, "locked").ok()?;
-        locked.then_some(Self::Postgres(connection))
+        if !locked {
+            *candidate = Some(connection);
+            return None;
+        }
+        Some(Self::Postgres(connection))
     }
 
     async fn unsent(&mut self, outbox: &Outbox) -> Result<Vec<StoredEvent>, sqlx::Error> {
@@ -312,16 +339,88 @@ impl Lease {
         Ok(())
     }
 
-    async fn prune(&mut self, outbox: &Outbox, before: i64) -> Result<(), sqlx::Error> {
+    /// The newest event that may go: sent, older than `before`, and with nothing unsent or
+    /// newer before it.
+    async fn prunable_through(&mut self, outbox: &Outbox, before: i64) -> Result<Option<i64>, sqlx::Error> {
+        let sql = outbox.sql_prune_boundary();
+        let keep_from = on_lease!(self, |executor| {
+            let row = sqlx::query(sql).bind(before).fetch_one(executor).await?;
+            row.optional_integer("keep_from")?
+        });
+        Ok(match keep_from {
+            Some(first_kept) => (first_kept > 1).then_some(first_kept - 1),
+            // Everything is old and sent.
+            None => Some(i64::MAX),
+        })
+    }
+
+    /// Deletes up to [`PRUNE_BATCH`] of the oldest events up to `through`; how many it did.
+    async fn prune(&mut self, outbox: &Outbox, through: i64) -> Result<u64, sqlx::Error> {
         let sql = outbox.sql_prune();
         on_lease!(self, |executor| {
-            sqlx::query(sql).bind(before).execute(executor).await?;
-        });
-        Ok(())
+            let done = sqlx::query(sql)
+                .bind(through)
+                .bind(PRUNE_BATCH as i64)
+                .execute(executor)
+                .await?;
+            Ok(done.rows_affected())
+        })
     }
 }
 
 fn now_micros() -> i64 {
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     since_epoch.as_micros() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use meshwork_database::{DatabasePoolConfig, DatabaseUrl, Migrations};
+
+    use super::*;
+    use crate::{Append, NewEvent};
+
+    const MIGRATIONS: Migrations = Migrations {
+        table: "test_migrations",
+        sqlite: &[(1, "outbox", crate::sqlite_migration!("test_outbox"))],
+        postgres: &[(1, "outbox", crate::postgres_migration!("test_outbox"))],
+    };
+
+    #[tokio::test]
+    async fn pruning_deletes_only_an_old_and_sent_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::Sqlite(dir.path().join("outbox.db"));
+        let db = Db::open(&url, &DatabasePoolConfig::default(), &MIGRATIONS)
+            .await
+            .unwrap();
+        let outbox = Outbox::new("test_outbox", "test.v1.TestService");
+        let Db::Sqlite(pool) = &db else { unreachable!() };
+        // Three old events and a new one; the first and the third sent.
+        for occur_time in [1, 2, 3, now_micros()] {
+            let event = NewEvent::new("meshwork.test.v1.happened", occur_time, |_| vec![]);
+            let mut tx = pool.begin().await.unwrap();
+            tx.append(&outbox, &event).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        let mut lease = Lease::Sqlite(pool.clone());
+        for seq in [1, 3] {
+            sqlx::query("UPDATE test_outbox SET sent_time = 1 WHERE seq = $1")
+                .bind(seq)
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+        let before = now_micros() - RETENTION.as_micros() as i64;
+        let through = lease.prunable_through(&outbox, before).await.unwrap();
+        assert_eq!(through, Some(1), "the unsent second event keeps the third");
+        assert_eq!(lease.prune(&outbox, through.unwrap()).await.unwrap(), 1);
+        let kept: Vec<_> = outbox
+            .after(&db, 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(kept, [2, 3, 4]);
+    }
 }

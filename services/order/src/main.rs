@@ -164,7 +164,10 @@ async fn main() -> ExitCode {
     // Other replicas' commits wake this one's readers (PostgreSQL); they poll besides.
     outbox.wake_on_notify(&db, shutdown.child_token());
     let events = order_events::OrderEvents::new(config.max_watch_streams, db.clone(), outbox.clone());
-    tokio::spawn(events.clone().follow(shutdown.child_token()));
+    if let Err(error) = events.clone().follow(shutdown.child_token()).await {
+        tracing::error!(%error, "cannot read the order events");
+        return ExitCode::FAILURE;
+    }
     let events_url = config.events.events_url.clone();
     if let Some(url) = events_url.clone() {
         saga::start(url, store.clone(), shutdown.child_token());

@@ -88,18 +88,17 @@ impl OrderEvents {
         }
     }
 
-    /// Reads the outbox into the feed until `stop`, from its end as it is now.
-    pub async fn follow(self, stop: CancellationToken) {
+    /// Starts reading the outbox into the feed, until `stop`, from its end as it is now:
+    /// before the server takes a call, so that nothing a watch was promised (it skips what
+    /// was committed before it began) is committed before the feed's starting point.
+    pub async fn follow(self, stop: CancellationToken) -> Result<(), sqlx::Error> {
+        let last = self.outbox.last_seq(&self.db).await?;
+        tokio::spawn(self.read_from(last, stop));
+        Ok(())
+    }
+
+    async fn read_from(self, mut last: i64, stop: CancellationToken) {
         let mut written = self.outbox.written();
-        let mut last = loop {
-            match self.outbox.last_seq(&self.db).await {
-                Ok(seq) => break seq,
-                Err(error) => tracing::warn!(%error, "cannot read the order events; retrying"),
-            }
-            if !wait(&mut written, &stop).await {
-                return;
-            }
-        };
         let mut failing = false;
         loop {
             match self.outbox.after(&self.db, last, PAGE).await {
@@ -248,7 +247,11 @@ impl Watcher {
                 return Some(Err(shutting_down()));
             }
             let event = match self.replay.as_mut() {
-                Some(replay) => match replay.next().await {
+                Some(replay) => match tokio::select! {
+                    biased;
+                    () = self.shutdown.cancelled() => return Some(Err(shutting_down())),
+                    next = replay.next() => next,
+                } {
                     Ok(Some(event)) => event,
                     Ok(None) => {
                         self.replay = None;
@@ -341,7 +344,7 @@ mod tests {
         let (db, outbox) = store.outbox();
         let events = OrderEvents::new(max_watchers, db, outbox);
         let stop = CancellationToken::new();
-        tokio::spawn(events.clone().follow(stop.clone()));
+        events.clone().follow(stop.clone()).await.unwrap();
         (store, events, stop, dir)
     }
 

@@ -19,7 +19,10 @@ use prost::Message;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{domain::UserId, store::OrderStore};
+use crate::{
+    domain::UserId,
+    store::{OrderStore, StoreError},
+};
 
 /// What this service consumes, under the durable name CONTRACT.md gives it.
 pub const USER_DELETED: Subscription = Subscription {
@@ -57,7 +60,10 @@ async fn user_deleted(store: &OrderStore, delivery: Delivery) -> Result<(), Fail
             );
             Ok(())
         }
-        // A store error is the database's (away, or failing): worth another try later.
-        Err(error) => Err(Failure::Retry(error.to_string())),
+        // The database is away: worth another try later.
+        Err(error @ StoreError::Unavailable(_)) => Err(Failure::Retry(error.to_string())),
+        // Anything else would fail again the same way, and hold up every later deletion
+        // behind it (one message at a time): dropped, logged and counted instead.
+        Err(error) => Err(Failure::Reject(error.to_string())),
     }
 }
