@@ -6,6 +6,8 @@
 #   bench/callgrind.sh bare target/profiling/bare-hello
 #   bench/callgrind.sh hello target/profiling/hello-service RUST_LOG=warn
 #   callgrind_annotate --inclusive=yes .bench/callgrind/hello.*.out.1 | less   (where it goes)
+# Another method: CALL_PATH=user.v1.UserService/GetUser CALL_BODY=FILE (a gRPC-framed request)
+# and the server's own settings, e.g. DATABASE_URL=sqlite:///tmp/seeded.db.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: $0 NAME BINARY [ENV=VALUE...]"; exit 2; }
@@ -24,8 +26,8 @@ env LISTEN_ADDR=127.0.0.1:$port METRICS_ADDR=127.0.0.1:$((port + 1000)) "$@" \
 pid=$!
 trap 'kill -KILL $pid 2>/dev/null || true' EXIT
 for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-args=(-d "$out/say-hello.bin" -H 'content-type: application/grpc' -H 'te: trailers' -c 4 -m 13 -t 1
-  "http://127.0.0.1:$port/hello.v1.HelloService/SayHello")
+args=(-d "${CALL_BODY:-$out/say-hello.bin}" -H 'content-type: application/grpc' -H 'te: trailers' -c 4 -m 13 -t 1
+  "http://127.0.0.1:$port/${CALL_PATH:-hello.v1.HelloService/SayHello}")
 h2load "${args[@]}" -n 2000 >/dev/null
 callgrind_control -z "$pid" >/dev/null
 h2load "${args[@]}" -n "$CALLS" | grep -E '^requests:'

@@ -37,7 +37,7 @@ use crate::{
     connection::{self, Activity, PREFACE_TIMEOUT, PrefaceSeen, PrefaceWatch, Transport},
     layers::{
         AuthenticateLayer, CallerBody, CatchPanicLayer, DeadlineLayer, LoadShedLayer, ServedCall,
-        ServerObserver, SpecStatusCodesLayer,
+        ServedConnection, ServerObserver, SpecStatusCodesLayer,
     },
     metrics_endpoint,
     telemetry::Telemetry,
@@ -357,20 +357,18 @@ async fn accept_connections<S>(
 {
     let port = Arc::new(port);
     while let Some((stream, remote_addr)) = accept(&listener, &shutdown).await {
-        let connect_info = TcpConnectInfo {
-            local_addr: Some(port.local_addr),
-            remote_addr: Some(remote_addr),
-        };
         let activity = Arc::new(Activity::default());
-        let service = stack.clone().map_request({
-            let activity = activity.clone();
-            move |mut request: Request<_>| {
-                // tonic's `Request::remote_addr()` reads this one; the observe layer both.
-                request.extensions_mut().insert(connect_info.clone());
-                request.extensions_mut().insert(activity.clone());
-                // Notes a caller that resets the stream: its call counts Canceled.
-                CallerBody::wrap(request).map(Body::new)
-            }
+        let served = Arc::new(ServedConnection::new(
+            TcpConnectInfo {
+                local_addr: Some(port.local_addr),
+                remote_addr: Some(remote_addr),
+            },
+            activity.clone(),
+        ));
+        let service = stack.clone().map_request(move |request: Request<_>| {
+            // The connection for the observe layer, and a body that notes a caller that
+            // resets the stream (its call counts Canceled).
+            CallerBody::wrap(request, &served).map(Body::new)
         });
         let port = port.clone();
         let shutdown = shutdown.clone();

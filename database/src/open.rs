@@ -124,6 +124,10 @@ async fn open_sqlite(path: &Path, shown: &str) -> Result<SqlitePool, OpenError> 
         .busy_timeout(Duration::from_secs(5));
     SqlitePoolOptions::new()
         .max_connections(8)
+        // sqlx pings an idle connection before lending it out, by default: for SQLite that
+        // is one more round trip to the connection's worker thread per query, and it guards
+        // against nothing a local file does (a dropped network link, a restarted server).
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .map_err(|source| OpenError::Connect {

@@ -9,12 +9,12 @@
 use std::{
     convert::Infallible,
     pin::Pin,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
 };
 
 use http::{Request, Response};
 use tower::{Layer, Service};
-use tracing::{Instrument, Span};
+use tracing::{Instrument, Span, instrument::Instrumented};
 
 use crate::{CallEnd, CallGuard, ObservedBody, RpcMethod, observe_response};
 
@@ -61,13 +61,13 @@ pub struct Observe<S, O> {
 impl<S, O, ReqBody, ResBody> Service<Request<ReqBody>> for Observe<S, O>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>, Error = Infallible>,
-    S::Future: Send + 'static,
     O: Observer,
-    ResBody: Send + 'static,
 {
     type Response = Response<ObservedBody<ResBody, O::End>>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    // Boxed here, once: unboxed, the whole stack's future would sit inside hyper's stream
+    // task, which then cost more to spawn and poll than the allocation (callgrind).
+    type Future = Pin<Box<ObserveFuture<S::Future, O::End>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -77,11 +77,39 @@ where
         let method = RpcMethod::from_path(request.uri().path());
         request.extensions_mut().insert(method);
         let (span, on_end) = self.observer.begin(method, &mut request);
-        let guard = CallGuard::new(on_end);
-        let call = self.inner.call(request).instrument(span);
-        Box::pin(async move {
-            let Ok(response) = call.await;
-            Ok(observe_response(response, guard))
+        Box::pin(ObserveFuture {
+            call: self.inner.call(request).instrument(span),
+            guard: Some(CallGuard::new(on_end)),
         })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of an observed call (a named type rather than a boxed `async` block: no
+    /// allocation per call): the call, run in its span, and then its response observed.
+    pub struct ObserveFuture<F, E: CallEnd> {
+        #[pin]
+        call: Instrumented<F>,
+        // Until the response is ready; dropped with the future before that, it reports
+        // the call `Canceled`.
+        guard: Option<CallGuard<E>>,
+    }
+}
+
+impl<F, B, E> Future for ObserveFuture<F, E>
+where
+    F: Future<Output = Result<Response<B>, Infallible>>,
+    E: CallEnd,
+{
+    type Output = Result<Response<ObservedBody<B, E>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = ready!(this.call.poll(cx));
+        let guard = this
+            .guard
+            .take()
+            .expect("an ObserveFuture is not polled after it completes");
+        Poll::Ready(Ok(observe_response(response, guard)))
     }
 }

@@ -13,7 +13,6 @@ use std::{
     task::{Context, Poll},
 };
 
-use futures::FutureExt;
 use http::{Request, Response};
 use tonic::{Status, body::Body};
 use tower::{Layer, Service};
@@ -39,11 +38,10 @@ pub struct CatchPanic<S> {
 impl<S, ReqBody> Service<Request<ReqBody>> for CatchPanic<S>
 where
     S: Service<Request<ReqBody>, Response = Response<Body>>,
-    S::Future: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+    type Future = CatchPanicFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -51,17 +49,47 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         // A panic while the call is being set up is caught like one while it runs.
-        let call = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request)));
-        Box::pin(async move {
-            let outcome = match call {
-                Ok(call) => AssertUnwindSafe(call).catch_unwind().await,
-                Err(panic) => Err(panic),
-            };
-            outcome.unwrap_or_else(|panic| {
-                tracing::error!(panic = panic_message(&*panic), "handler panicked");
-                Ok(Status::internal("internal error").into_http())
-            })
-        })
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
+            Ok(call) => CatchPanicFuture::Running { call },
+            Err(panic) => CatchPanicFuture::Panicked { panic: Some(panic) },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A call whose panic, while it is set up or while it runs, becomes `INTERNAL`.
+    #[project = CatchPanicProjection]
+    pub enum CatchPanicFuture<F> {
+        Running {
+            #[pin]
+            call: F,
+        },
+        Panicked {
+            panic: Option<Box<dyn Any + Send>>,
+        },
+    }
+}
+
+impl<F, E> Future for CatchPanicFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let panic = match self.project() {
+            CatchPanicProjection::Running { call } => {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| call.poll(cx))) {
+                    Ok(poll) => return poll,
+                    Err(panic) => panic,
+                }
+            }
+            CatchPanicProjection::Panicked { panic } => panic
+                .take()
+                .expect("a CatchPanicFuture is not polled after it completes"),
+        };
+        tracing::error!(panic = panic_message(&*panic), "handler panicked");
+        Poll::Ready(Ok(Status::internal("internal error").into_http()))
     }
 }
 

@@ -11,12 +11,13 @@
 
 use std::{
     pin::Pin,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
 use http::{Request, Response};
 use meshwork_rpc::Deadline;
+use tokio::time::Timeout;
 use tonic::Status;
 use tower::{Layer, Service};
 
@@ -48,16 +49,13 @@ pub struct Deadlines<S> {
     cap: Duration,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 impl<S, ReqBody> Service<Request<ReqBody>> for Deadlines<S>
 where
     S: Service<Request<ReqBody>, Response = Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = DeadlineFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -66,14 +64,89 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let deadline = Deadline::after(self.cap).min(Deadline::from_headers(request.headers()));
         request.extensions_mut().insert(deadline);
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let exceeded = || Ok(Status::deadline_exceeded("the call's deadline passed").into_http());
-            match tokio::time::timeout_at(deadline.0, call).await {
-                Ok(_late) if deadline.has_passed() => exceeded(),
-                Ok(result) => result,
-                Err(_elapsed) => exceeded(),
-            }
+        DeadlineFuture {
+            call: tokio::time::timeout_at(deadline.0, self.inner.call(request)),
+            deadline,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A call raced against its deadline. (The timer is registered only if the call is not
+    /// done on its first poll.)
+    pub struct DeadlineFuture<F> {
+        #[pin]
+        call: Timeout<F>,
+        deadline: Deadline,
+    }
+}
+
+impl<F, E> Future for DeadlineFuture<F>
+where
+    F: Future<Output = Result<Response<tonic::body::Body>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let exceeded = || Ok(Status::deadline_exceeded("the call's deadline passed").into_http());
+        Poll::Ready(match ready!(this.call.poll(cx)) {
+            Ok(_late) if this.deadline.has_passed() => exceeded(),
+            Ok(result) => result,
+            Err(_elapsed) => exceeded(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tonic::{Code, body::Body};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn code_of(response: &Response<Body>) -> Code {
+        Status::from_header_map(response.headers()).map_or(Code::Ok, |status| status.code())
+    }
+
+    /// A handler that takes `delay` to answer OK, behind a deadline layer capped at `cap`.
+    async fn call_taking(delay: Duration, cap: Duration, blocking: bool) -> Code {
+        let handler = tower::service_fn(move |_: Request<()>| async move {
+            if blocking {
+                // Finishes without ever yielding: only the late check can catch it.
+                std::thread::sleep(delay);
+            } else {
+                tokio::time::sleep(delay).await;
+            }
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        });
+        let response = DeadlineLayer::new(cap)
+            .layer(handler)
+            .oneshot(Request::new(()))
+            .await
+            .unwrap();
+        code_of(&response)
+    }
+
+    #[tokio::test]
+    async fn a_call_within_its_deadline_is_answered() {
+        assert_eq!(
+            call_taking(Duration::ZERO, Duration::from_secs(5), false).await,
+            Code::Ok
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_deadline_is_deadline_exceeded() {
+        let (delay, cap) = (Duration::from_secs(5), Duration::from_millis(20));
+        assert_eq!(call_taking(delay, cap, false).await, Code::DeadlineExceeded);
+    }
+
+    #[tokio::test]
+    async fn a_call_that_finishes_late_is_deadline_exceeded() {
+        let (delay, cap) = (Duration::from_millis(5), Duration::from_micros(100));
+        assert_eq!(call_taking(delay, cap, true).await, Code::DeadlineExceeded);
     }
 }

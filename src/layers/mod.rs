@@ -13,5 +13,5 @@ pub use auth::AuthenticateLayer;
 pub use catch_panic::CatchPanicLayer;
 pub use deadline::DeadlineLayer;
 pub use load_shed::LoadShedLayer;
-pub use observe::{CallerBody, ServedCall, ServerObserver};
+pub use observe::{CallerBody, ServedCall, ServedConnection, ServerObserver};
 pub use status_codes::SpecStatusCodesLayer;

@@ -7,7 +7,6 @@
 //! over (for `MAX_CONNECTION_IDLE`), once the status is known (in the trailers).
 
 use std::{
-    net::SocketAddr,
     pin::Pin,
     sync::{
         Arc,
@@ -40,22 +39,19 @@ impl Observer for ServerObserver {
     type End = ServedCall;
 
     fn begin<B>(&self, method: RpcMethod, request: &mut Request<B>) -> (Span, ServedCall) {
-        let connection = request.extensions().get::<TcpConnectInfo>();
-        let peer = connection.and_then(TcpConnectInfo::remote_addr);
-        let span = server_span(method, connection);
+        // Taken out: nothing below needs it, and the call's end holds it from here on.
+        let arrival = request.extensions_mut().remove::<Arrival>();
+        let span = server_span(method, arrival.as_ref().map(|a| &a.connection.addresses));
         trace::continue_trace(&span, trace::incoming(request.headers()));
-        let activity = request.extensions().get::<Arc<Activity>>().cloned();
-        if let Some(activity) = &activity {
-            activity.call_started();
+        if let Some(arrival) = &arrival {
+            arrival.connection.activity.call_started();
         }
         let served = ServedCall {
             method,
             span: span.clone(),
             timer: SERVER.start(method),
             started: Instant::now(),
-            peer,
-            activity,
-            caller_gone: request.extensions().get::<CallerGone>().cloned(),
+            arrival,
         };
         (span, served)
     }
@@ -82,16 +78,48 @@ fn server_span(method: RpcMethod, connection: Option<&TcpConnectInfo>) -> Span {
     )
 }
 
+/// One connection, as each of its calls sees it. Made once per connection by the accept
+/// loop; every call holds it until its end.
+#[derive(Debug)]
+pub struct ServedConnection {
+    addresses: TcpConnectInfo,
+    /// The peer's address as the access line prints it: formatted once here rather than
+    /// in every call's line (through `Display`, a tenth of the line's cost).
+    peer: Option<Box<str>>,
+    activity: Arc<Activity>,
+}
+
+impl ServedConnection {
+    pub fn new(addresses: TcpConnectInfo, activity: Arc<Activity>) -> Self {
+        let peer = addresses
+            .remote_addr()
+            .map(|addr| addr.to_string().into_boxed_str());
+        Self {
+            addresses,
+            peer,
+            activity,
+        }
+    }
+}
+
+/// What the accept loop tells the observe layer about a call, in the request's extensions:
+/// its connection, and whether the caller went away while it was read. One entry, as each
+/// entry costs an allocation and a hash-map insert per call.
+#[derive(Debug, Clone)]
+struct Arrival {
+    connection: Arc<ServedConnection>,
+    caller_gone: CallerGone,
+}
+
 /// Everything that learns how one served call ended.
 pub struct ServedCall {
     method: RpcMethod,
     span: Span,
     timer: CallTimer,
     started: Instant,
-    peer: Option<SocketAddr>,
-    activity: Option<Arc<Activity>>,
-    /// Set when reading the request failed: the caller reset the stream or went away.
-    caller_gone: Option<CallerGone>,
+    /// Where the call came from; `None` only for a request that did not come through the
+    /// accept loop (a test's).
+    arrival: Option<Arrival>,
 }
 
 impl CallEnd for ServedCall {
@@ -101,8 +129,9 @@ impl CallEnd for ServedCall {
         let code = match code {
             Code::Unknown
                 if self
-                    .caller_gone
-                    .is_some_and(|gone| gone.0.load(Ordering::Relaxed)) =>
+                    .arrival
+                    .as_ref()
+                    .is_some_and(|arrival| arrival.caller_gone.0.load(Ordering::Relaxed)) =>
             {
                 Code::Cancelled
             }
@@ -118,19 +147,19 @@ impl CallEnd for ServedCall {
                 code = code_name(code),
                 // Whole microseconds, so the line reads `0.056`, not `0.056184000000000005`.
                 duration_ms = self.started.elapsed().as_micros() as f64 / 1e3,
-                peer = self.peer.map(field::display),
+                peer = self.arrival.as_ref().and_then(|a| a.connection.peer.as_deref()),
                 "rpc"
             );
         });
-        if let Some(activity) = self.activity {
-            activity.call_ended();
+        if let Some(arrival) = &self.arrival {
+            arrival.connection.activity.call_ended();
         }
     }
 }
 
-/// Whether reading a request failed, in its extensions: set by its [`CallerBody`].
+/// Whether reading a request failed: set by its [`CallerBody`].
 #[derive(Debug, Clone, Default)]
-pub struct CallerGone(Arc<AtomicBool>);
+struct CallerGone(Arc<AtomicBool>);
 
 pin_project_lite::pin_project! {
     /// A request body that notes when reading it fails (the caller reset the stream).
@@ -142,11 +171,15 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> CallerBody<B> {
-    /// Wraps the body of `request`, and puts the flag it sets into the request's extensions.
-    pub fn wrap(request: Request<B>) -> Request<CallerBody<B>> {
+    /// Wraps the body of `request`, which arrived on `connection`, and tells the observe
+    /// layer both (in the request's extensions).
+    pub fn wrap(request: Request<B>, connection: &Arc<ServedConnection>) -> Request<CallerBody<B>> {
         let caller_gone = CallerGone::default();
         let (mut parts, inner) = request.into_parts();
-        parts.extensions.insert(caller_gone.clone());
+        parts.extensions.insert(Arrival {
+            connection: connection.clone(),
+            caller_gone: caller_gone.clone(),
+        });
         Request::from_parts(parts, CallerBody { inner, caller_gone })
     }
 }

@@ -42,7 +42,7 @@ use crate::config::{LogFormat, SamplerName, ServerConfig};
 
 mod line;
 
-use line::{TextLine, WithTraceIds};
+use line::{CachedTime, TextLine, WithTraceIds};
 
 /// The target of the access log, one line per call (`RUST_LOG=meshwork::access=off` stops it).
 pub const ACCESS_LOG: &str = "meshwork::access";
@@ -101,7 +101,8 @@ pub fn init(config: &ServerConfig) -> Telemetry {
                     .json()
                     .flatten_event(true)
                     .with_current_span(false)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .with_timer(CachedTime),
                 json,
             })
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())

@@ -88,10 +88,12 @@ const SELECT_BY_REQUEST_ID: &str = concat!(
     columns!(),
     ", COALESCE(request_fingerprint, '') AS request_fingerprint FROM orders WHERE user_id = $1 AND request_id = $2"
 );
+/// `LIMIT CAST($3 AS BIGINT)`: a bare `LIMIT $3` makes SQLite prepare the statement again
+/// on every call (see the user store's `SELECT_PAGE`).
 const SELECT_PAGE: &str = concat!(
     "SELECT ",
     columns!(),
-    " FROM orders WHERE ($1 IS NULL OR user_id = $1) AND id > $2 ORDER BY id LIMIT $3"
+    " FROM orders WHERE ($1 IS NULL OR user_id = $1) AND id > $2 ORDER BY id LIMIT CAST($3 AS BIGINT)"
 );
 /// One statement moves PENDING to CANCELLED, so two concurrent cancels cannot both
 /// succeed; when it changes nothing, a read says why.
