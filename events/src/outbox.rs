@@ -104,7 +104,9 @@ struct Inner {
 /// wrapper: these are built from a table name chosen in code, never from input.
 struct Sql {
     insert: &'static str,
-    notify: &'static str,
+    /// PostgreSQL: the lock, the insert and (when others listen) the notice, in one
+    /// statement, so the lock is held for one round trip and the commit.
+    insert_locked: &'static str,
     unsent: &'static str,
     mark_sent: &'static str,
     after: &'static str,
@@ -123,13 +125,21 @@ macro_rules! columns {
 }
 
 impl Sql {
-    fn new(table: &str) -> Self {
+    fn new(table: &str, notify: bool) -> Self {
         let leak = |sql: String| -> &'static str { sql.leak() };
         Self {
             insert: leak(format!(
                 "INSERT INTO {table} (event_id, subject, payload, occur_time, traceparent) VALUES ($1, $2, $3, $4, $5) RETURNING seq"
             )),
-            notify: leak(format!("SELECT pg_notify('{table}', '')")),
+            insert_locked: leak(format!(
+                "INSERT INTO {table} (event_id, subject, payload, occur_time, traceparent) \
+                 SELECT $1, $2, $3, $4, $5 FROM (SELECT pg_advisory_xact_lock($6){}) AS locked RETURNING seq",
+                if notify {
+                    format!(", pg_notify('{table}', '')")
+                } else {
+                    String::new()
+                }
+            )),
             unsent: leak(format!(
                 "SELECT {} FROM {table} WHERE sent_time IS NULL ORDER BY seq LIMIT $1",
                 columns!()
@@ -222,6 +232,18 @@ macro_rules! postgres_migration {
 impl Outbox {
     /// The outbox in `table` (created by the service's migration) of the service `source`.
     pub fn new(table: &'static str, source: &'static str) -> Self {
+        Self::build(table, source, false)
+    }
+
+    /// The same, for an outbox that other processes read as it grows (the `WatchOrders` feed
+    /// on every replica): on PostgreSQL each append also sends a `NOTIFY` that wakes them
+    /// ([`Outbox::wake_on_notify`]). It has a cost (PostgreSQL serialises the commits of
+    /// notifying transactions), so an outbox only the relay reads does without.
+    pub fn notifying(table: &'static str, source: &'static str) -> Self {
+        Self::build(table, source, true)
+    }
+
+    fn build(table: &'static str, source: &'static str, notify: bool) -> Self {
         Self {
             inner: Arc::new(Inner {
                 table,
@@ -229,7 +251,7 @@ impl Outbox {
                 lock_key: lock_key(table),
                 relay_key: lock_key(&format!("{table}.relay")),
                 written: watch::Sender::new(0),
-                sql: Sql::new(table),
+                sql: Sql::new(table, notify),
             }),
         }
     }
@@ -367,21 +389,18 @@ impl Append for Transaction<'_, Sqlite> {
 
 impl Append for Transaction<'_, Postgres> {
     async fn append(&mut self, outbox: &Outbox, event: &NewEvent) -> Result<i64, sqlx::Error> {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(outbox.inner.lock_key)
-            .execute(&mut **self)
-            .await?;
-        let row = sqlx::query(outbox.inner.sql.insert)
+        // The lock is taken before the row (and so its `seq`) is made. A notice, when sent,
+        // is delivered at commit and dropped on rollback; it is only a wake-up (a lost one
+        // delays a reader until its next poll, it loses nothing).
+        let row = sqlx::query(outbox.inner.sql.insert_locked)
             .bind(event.id.to_string())
             .bind(event.subject)
             .bind(event.payload.as_slice())
             .bind(event.occur_time)
             .bind(current_traceparent())
+            .bind(outbox.inner.lock_key)
             .fetch_one(&mut **self)
             .await?;
-        // Wakes the other replicas' readers (delivered at commit, dropped on rollback). Only a
-        // wake-up: a lost notice delays a reader until its next poll, it loses nothing.
-        sqlx::query(outbox.inner.sql.notify).execute(&mut **self).await?;
         row.integer("seq")
     }
 }

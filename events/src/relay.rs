@@ -62,11 +62,35 @@ pub fn start(db: Db, outbox: Outbox, url: Option<EventsUrl>, stop: CancellationT
     })
 }
 
-/// Without a broker: keeps the pending gauge true.
+/// Without a broker: keeps the pending gauge true, once per poll interval.
 async fn count_pending(db: Db, outbox: Outbox, stop: CancellationToken) {
-    let mut written = outbox.written();
-    while wait(&mut written, &stop).await {
-        if let Ok(pending) = outbox.pending(&db).await {
+    let mut pending = PendingGauge::default();
+    loop {
+        pending.refresh(&db, &outbox).await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// `meshwork_outbox_pending`, counted at most once per [`POLL`]: the count reads every
+/// unsent row, and while the broker is away those are many, so counting at each commit
+/// would make each write cost more than the last (measured: `make bench`'s CreateUser fell
+/// to a third).
+#[derive(Default)]
+struct PendingGauge {
+    counted_at: Option<tokio::time::Instant>,
+}
+
+impl PendingGauge {
+    async fn refresh(&mut self, db: &Db, outbox: &Outbox) {
+        let now = tokio::time::Instant::now();
+        if self.counted_at.is_some_and(|at| now - at < POLL) {
+            return;
+        }
+        self.counted_at = Some(now);
+        if let Ok(pending) = outbox.pending(db).await {
             metrics::PENDING.set(pending);
         }
     }
@@ -101,13 +125,12 @@ async fn relay(db: Db, outbox: Outbox, url: EventsUrl, stop: CancellationToken) 
     };
     let mut written = outbox.written();
     let mut candidate = None;
+    let mut pending = PendingGauge::default();
     loop {
         let Some(mut lease) = Lease::take(&db, &outbox, &mut candidate).await else {
             // Another replica relays (or the database is away): look again after the poll
             // interval, not at each commit (no query per write on replicas that wait).
-            if let Ok(pending) = outbox.pending(&db).await {
-                metrics::PENDING.set(pending);
-            }
+            pending.refresh(&db, &outbox).await;
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(POLL) => continue,
@@ -115,9 +138,7 @@ async fn relay(db: Db, outbox: Outbox, url: EventsUrl, stop: CancellationToken) 
         };
         loop {
             let result = relay.drain(&mut lease).await;
-            if let Ok(pending) = outbox.pending(&db).await {
-                metrics::PENDING.set(pending);
-            }
+            pending.refresh(&db, &outbox).await;
             if stop.is_cancelled() {
                 // Stopped while that pass ran: one more, for what committed meanwhile.
                 if result.is_ok() {

@@ -139,7 +139,7 @@ impl OrderStore {
     pub async fn open(url: &DatabaseUrl, pool: &DatabasePoolConfig) -> Result<Self, OpenError> {
         Ok(Self {
             db: Db::open(url, pool, &MIGRATIONS).await?,
-            outbox: Outbox::new(OUTBOX, pb::order_service_server::SERVICE_NAME),
+            outbox: Outbox::notifying(OUTBOX, pb::order_service_server::SERVICE_NAME),
         })
     }
 
