@@ -59,6 +59,20 @@ mod nats {
         found.into_inner().order.unwrap().status()
     }
 
+    /// Runs `sql` on the database at `url` (SQLite or PostgreSQL); the rows it changed.
+    async fn execute(url: &str, sql: &'static str) -> u64 {
+        match url.starts_with("postgres") {
+            true => {
+                let mut db = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query(sql).execute(&mut db).await.unwrap().rows_affected()
+            }
+            false => {
+                let mut db = sqlx::SqliteConnection::connect(url).await.unwrap();
+                sqlx::query(sql).execute(&mut db).await.unwrap().rows_affected()
+            }
+        }
+    }
+
     /// Waits until `service` has nothing left in its outbox.
     async fn outbox_drained(service: &Service) {
         eventually("the outbox drained", || async {
@@ -314,31 +328,8 @@ mod nats {
             Some(database) => database.url.clone(),
             None => format!("sqlite://{}", user.dir.path().join("data/user.db").display()),
         };
-        let unmark = "UPDATE user_outbox SET sent_time = NULL";
-        match url.starts_with("postgres") {
-            true => {
-                let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-                assert_eq!(
-                    sqlx::query(unmark)
-                        .execute(&mut db)
-                        .await
-                        .unwrap()
-                        .rows_affected(),
-                    1
-                );
-            }
-            false => {
-                let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
-                assert_eq!(
-                    sqlx::query(unmark)
-                        .execute(&mut db)
-                        .await
-                        .unwrap()
-                        .rows_affected(),
-                    1
-                );
-            }
-        }
+        let unmarked = execute(&url, "UPDATE user_outbox SET sent_time = NULL").await;
+        assert_eq!(unmarked, 1);
 
         let user = Spawn::new("user-service")
             .env("EVENTS_URL", &broker.url)

@@ -435,17 +435,25 @@ const fn lock_key(table: &str) -> i64 {
     hash as i64
 }
 
+/// A fresh SQLite database holding the outbox `test_outbox`, for this crate's tests.
 #[cfg(test)]
-mod tests {
+pub(crate) async fn test_outbox(dir: &tempfile::TempDir) -> (Db, Outbox) {
     use meshwork_database::{DatabasePoolConfig, DatabaseUrl, Migrations};
-
-    use super::*;
-
     const MIGRATIONS: Migrations = Migrations {
         table: "test_migrations",
         sqlite: &[(1, "outbox", sqlite_migration!("test_outbox"))],
         postgres: &[(1, "outbox", postgres_migration!("test_outbox"))],
     };
+    let url = DatabaseUrl::Sqlite(dir.path().join("outbox.db"));
+    let db = Db::open(&url, &DatabasePoolConfig::default(), &MIGRATIONS)
+        .await
+        .unwrap();
+    (db, Outbox::new("test_outbox", "test.v1.TestService"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     fn event(n: u8) -> NewEvent {
         NewEvent {
@@ -459,11 +467,7 @@ mod tests {
     #[tokio::test]
     async fn committed_events_are_kept_in_commit_order_and_rolled_back_ones_never() {
         let dir = tempfile::tempdir().unwrap();
-        let url = DatabaseUrl::Sqlite(dir.path().join("outbox.db"));
-        let db = Db::open(&url, &DatabasePoolConfig::default(), &MIGRATIONS)
-            .await
-            .unwrap();
-        let outbox = Outbox::new("test_outbox", "test.v1.TestService");
+        let (db, outbox) = test_outbox(&dir).await;
         let written = outbox.written();
         let Db::Sqlite(pool) = &db else { unreachable!() };
 

@@ -396,25 +396,13 @@ fn now_micros() -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use meshwork_database::{DatabasePoolConfig, DatabaseUrl, Migrations};
-
     use super::*;
-    use crate::{Append, NewEvent};
-
-    const MIGRATIONS: Migrations = Migrations {
-        table: "test_migrations",
-        sqlite: &[(1, "outbox", crate::sqlite_migration!("test_outbox"))],
-        postgres: &[(1, "outbox", crate::postgres_migration!("test_outbox"))],
-    };
+    use crate::{Append, NewEvent, outbox::test_outbox};
 
     #[tokio::test]
     async fn pruning_deletes_only_an_old_and_sent_prefix() {
         let dir = tempfile::tempdir().unwrap();
-        let url = DatabaseUrl::Sqlite(dir.path().join("outbox.db"));
-        let db = Db::open(&url, &DatabasePoolConfig::default(), &MIGRATIONS)
-            .await
-            .unwrap();
-        let outbox = Outbox::new("test_outbox", "test.v1.TestService");
+        let (db, outbox) = test_outbox(&dir).await;
         let Db::Sqlite(pool) = &db else { unreachable!() };
         // Three old events and a new one; the first and the third sent.
         for occur_time in [1, 2, 3, now_micros()] {
