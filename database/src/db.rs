@@ -16,12 +16,26 @@ use sqlx::{
     types::Json,
 };
 
-/// A service's database: a pool of SQLite or of PostgreSQL connections. Cheap to clone (the
-/// pools are shared).
+/// A service's database: SQLite's pools or a pool of PostgreSQL connections. Cheap to clone
+/// (the pools are shared).
 #[derive(Debug, Clone)]
 pub enum Db {
-    Sqlite(SqlitePool),
+    Sqlite(SqliteDb),
     Postgres(PgPool),
+}
+
+/// A SQLite file as a service uses it: readers share a pool, and every write goes through the
+/// one connection of `writer`.
+///
+/// SQLite lets one connection write at a time. With writers spread over the readers' pool,
+/// the others wait in SQLite's busy handler, which sleeps in steps of milliseconds while
+/// holding a connection and its worker thread; with one writer connection they wait in the
+/// pool's queue instead, in order, and are woken the moment it is free. Measured with
+/// `meshwork-bench load --rpc create-user` (64 in flight, both pinned): see docs/benchmarks.md.
+#[derive(Debug, Clone)]
+pub struct SqliteDb {
+    pub readers: SqlitePool,
+    pub writer: SqlitePool,
 }
 
 /// Runs `$body` with `$pool` bound to the pool of whichever backend `$db` (a `&Db`) is: the
@@ -35,11 +49,31 @@ pub enum Db {
 ///     user_from(&row)
 /// })?;
 /// ```
+///
+/// On SQLite `$pool` is the readers' pool: a body that writes uses [`with_writer!`].
 #[macro_export]
 macro_rules! with_pool {
     ($db:expr, |$pool:ident| $body:expr) => {
         match $db {
-            $crate::Db::Sqlite($pool) => $body,
+            $crate::Db::Sqlite(sqlite) => {
+                let $pool = &sqlite.readers;
+                $body
+            }
+            $crate::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// [`with_pool!`] for a body that writes: on SQLite `$pool` is the one writer connection's
+/// pool ([`SqliteDb`]), on PostgreSQL the one pool.
+#[macro_export]
+macro_rules! with_writer {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::Db::Sqlite(sqlite) => {
+                let $pool = &sqlite.writer;
+                $body
+            }
             $crate::Db::Postgres($pool) => $body,
         }
     };
@@ -149,7 +183,7 @@ mod tests {
     async fn one_statement_serves(db: &Db) {
         let insert = "INSERT INTO things (id, n, doc) VALUES ($2, $1, $3)";
         for (id, n) in [("a", 1_i64), ("b", 2), ("c", 3)] {
-            with_pool!(db, |pool| {
+            with_writer!(db, |pool| {
                 sqlx::query(insert)
                     .bind(n)
                     .bind(id)

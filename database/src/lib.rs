@@ -6,7 +6,8 @@
 //!   password) and [`DatabasePoolConfig`], the pool settings; both are clap settings that a
 //!   service flattens into its own.
 //! - `open`: [`Db::open`], pools tuned per backend, and [`Migrations`] compiled into the binary.
-//! - `db`: [`Db`], the [`with_pool!`] dispatch that runs one piece of code on either pool,
+//! - `db`: [`Db`], the [`with_pool!`] (reads) and [`with_writer!`] (writes) dispatch that
+//!   runs one piece of code on either backend,
 //!   [`Columns`] to read a row of either backend, and how driver errors are sorted
 //!   ([`is_transient`]).
 //!
@@ -21,6 +22,6 @@ mod db;
 mod open;
 mod settings;
 
-pub use db::{Columns, Db, is_transient};
+pub use db::{Columns, Db, SqliteDb, is_transient};
 pub use open::{EmbeddedMigration, Migrations, OpenError};
 pub use settings::{DatabasePoolConfig, DatabaseUrl};

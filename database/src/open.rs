@@ -1,9 +1,10 @@
 //! Opening a service's database and running its migrations, which are embedded in the
 //! binary (`include_str!`) so a binary needs no files beside it.
 //!
-//! - SQLite, the embedded default: WAL so readers never wait for the writer, foreign keys
-//!   on (SQLite leaves them off by default), and a busy timeout so concurrent writers queue
-//!   instead of failing with SQLITE_BUSY.
+//! - SQLite, the embedded default: WAL so readers never wait for the writer, one connection
+//!   for all writes (they queue in the pool, not in SQLite's sleeping busy handler), foreign
+//!   keys on (SQLite leaves them off by default), and a busy timeout for another process on
+//!   the same file.
 //! - PostgreSQL, for several replicas: a bounded pool, an acquire timeout (a call waits at
 //!   most that long for a connection, then is `UNAVAILABLE`), a `statement_timeout`, and
 //!   migrations under sqlx's advisory lock, so replicas starting together migrate once.
@@ -14,10 +15,10 @@ use sqlx::{
     SqlSafeStr,
     migrate::{Migration, MigrationType, Migrator},
     postgres::{PgConnectOptions, PgPool, PgPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-use crate::{DatabasePoolConfig, DatabaseUrl, Db, db::is_transient};
+use crate::{DatabasePoolConfig, DatabaseUrl, Db, SqliteDb, db::is_transient};
 
 /// One embedded migration: its version, a description and its SQL.
 pub type EmbeddedMigration = (i64, &'static str, &'static str);
@@ -81,7 +82,7 @@ impl Db {
         Ok(match url {
             DatabaseUrl::Sqlite(path) => {
                 let db = open_sqlite(path, &shown).await?;
-                run(migrator(migrations.table, migrations.sqlite), &db, shown).await?;
+                run(migrator(migrations.table, migrations.sqlite), &db.writer, shown).await?;
                 Self::Sqlite(db)
             }
             DatabaseUrl::Postgres(url) => {
@@ -106,8 +107,9 @@ where
         .map_err(|source| OpenError::Migrate { path: shown, source })
 }
 
-/// Opens (creating if missing, with its directory) the SQLite database at `path`.
-async fn open_sqlite(path: &Path, shown: &str) -> Result<SqlitePool, OpenError> {
+/// Opens (creating if missing, with its directory) the SQLite database at `path`: the
+/// writer's connection first (it creates the file and sets WAL), then the readers' pool.
+async fn open_sqlite(path: &Path, shown: &str) -> Result<SqliteDb, OpenError> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
             path: shown.to_owned(),
@@ -121,19 +123,30 @@ async fn open_sqlite(path: &Path, shown: &str) -> Result<SqlitePool, OpenError> 
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
+        // Another process writing the same file (two replicas on one volume) is waited for.
         .busy_timeout(Duration::from_secs(5));
+    let connect_error = |source| OpenError::Connect {
+        path: shown.to_owned(),
+        source,
+    };
+    let writer = sqlite_pool(1)
+        .connect_with(options.clone())
+        .await
+        .map_err(connect_error)?;
+    let readers = sqlite_pool(8)
+        .connect_with(options)
+        .await
+        .map_err(connect_error)?;
+    Ok(SqliteDb { readers, writer })
+}
+
+fn sqlite_pool(connections: u32) -> SqlitePoolOptions {
     SqlitePoolOptions::new()
-        .max_connections(8)
+        .max_connections(connections)
         // sqlx pings an idle connection before lending it out, by default: for SQLite that
         // is one more round trip to the connection's worker thread per query, and it guards
         // against nothing a local file does (a dropped network link, a restarted server).
         .test_before_acquire(false)
-        .connect_with(options)
-        .await
-        .map_err(|source| OpenError::Connect {
-            path: shown.to_owned(),
-            source,
-        })
 }
 
 /// How long a starting service waits for an unreachable PostgreSQL before it gives up.

@@ -140,15 +140,17 @@ impl Sql {
                     String::new()
                 }
             )),
+            // `LIMIT CAST($n AS BIGINT)`, not `LIMIT $n`: SQLite reads a bare parameter's
+            // value into the plan, and prepares the statement again at every call.
             unsent: leak(format!(
-                "SELECT {} FROM {table} WHERE sent_time IS NULL ORDER BY seq LIMIT $1",
+                "SELECT {} FROM {table} WHERE sent_time IS NULL ORDER BY seq LIMIT CAST($1 AS BIGINT)",
                 columns!()
             )),
             mark_sent: leak(format!(
                 "UPDATE {table} SET sent_time = $1 WHERE seq <= $2 AND sent_time IS NULL"
             )),
             after: leak(format!(
-                "SELECT {} FROM {table} WHERE seq > $1 ORDER BY seq LIMIT $2",
+                "SELECT {} FROM {table} WHERE seq > $1 ORDER BY seq LIMIT CAST($2 AS BIGINT)",
                 columns!()
             )),
             seq_of: leak(format!("SELECT seq FROM {table} WHERE event_id = $1")),
@@ -160,7 +162,7 @@ impl Sql {
                 "SELECT MIN(seq) AS keep_from FROM {table} WHERE sent_time IS NULL OR occur_time >= $1"
             )),
             prune: leak(format!(
-                "DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table} WHERE seq <= $1 ORDER BY seq LIMIT $2)"
+                "DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table} WHERE seq <= $1 ORDER BY seq LIMIT CAST($2 AS BIGINT))"
             )),
         }
     }
@@ -469,7 +471,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (db, outbox) = test_outbox(&dir).await;
         let written = outbox.written();
-        let Db::Sqlite(pool) = &db else { unreachable!() };
+        let Db::Sqlite(sqlite) = &db else { unreachable!() };
+        let pool = &sqlite.writer;
 
         let (first, second, dropped) = (event(1), event(2), event(3));
         for event in [&first, &second] {

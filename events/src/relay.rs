@@ -290,7 +290,7 @@ impl Relay {
 
 /// The right to relay, and the connection the relay's statements run on.
 enum Lease {
-    /// A SQLite file has one process: always granted.
+    /// A SQLite file has one process: always granted; its statements run on the writer.
     Sqlite(SqlitePool),
     /// Holds the outbox's session advisory lock, on a connection of its own (not the pool's:
     /// it would take one from the calls for good), closed when dropped, so the lock never
@@ -319,7 +319,7 @@ impl Lease {
     /// replica that waits for it keeps its connection in `candidate` for the next try.
     async fn take(db: &Db, outbox: &Outbox, candidate: &mut Option<PgConnection>) -> Option<Self> {
         let pool = match db {
-            Db::Sqlite(pool) => return Some(Self::Sqlite(pool.clone())),
+            Db::Sqlite(sqlite) => return Some(Self::Sqlite(sqlite.writer.clone())),
             Db::Postgres(pool) => pool,
         };
         let mut connection = match candidate.take() {
@@ -403,7 +403,8 @@ mod tests {
     async fn pruning_deletes_only_an_old_and_sent_prefix() {
         let dir = tempfile::tempdir().unwrap();
         let (db, outbox) = test_outbox(&dir).await;
-        let Db::Sqlite(pool) = &db else { unreachable!() };
+        let Db::Sqlite(sqlite) = &db else { unreachable!() };
+        let pool = &sqlite.writer;
         // Three old events and a new one; the first and the third sent.
         for occur_time in [1, 2, 3, now_micros()] {
             let event = NewEvent::new("meshwork.test.v1.happened", occur_time, |_| vec![]);

@@ -101,6 +101,13 @@ impl OrderEvents {
         let mut written = self.outbox.written();
         let mut failing = false;
         loop {
+            if let Some(end) = self.unwatched_end().await {
+                last = end;
+                if !wait(&mut written, &stop).await {
+                    return;
+                }
+                continue;
+            }
             match self.outbox.after(&self.db, last, PAGE).await {
                 Ok(events) => {
                     failing = false;
@@ -123,6 +130,18 @@ impl OrderEvents {
                 return;
             }
         }
+    }
+
+    /// With no watcher, the end of the outbox as it is now: the feed moves there without
+    /// reading the events (nobody would be sent them; each CreateOrder paid for that read).
+    /// The end is read before the watchers are counted: a watch that subscribes after the
+    /// count reads its own starting point later, so it skips everything up to `end` anyway.
+    async fn unwatched_end(&self) -> Option<i64> {
+        if self.sender.receiver_count() > 0 {
+            return None;
+        }
+        let end = self.outbox.last_seq(&self.db).await.ok()?;
+        (self.sender.receiver_count() == 0).then_some(end)
     }
 
     /// Tells every watcher. Having no watcher is normal, not an error.
@@ -405,6 +424,20 @@ mod tests {
             assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
             assert!(watch.next().await.is_none(), "the stream ends after its error");
         }
+    }
+
+    /// The feed skips reading while nobody watches: a watch that begins later gets what is
+    /// committed after it began, and nothing from before.
+    #[tokio::test]
+    async fn a_watch_after_unwatched_orders_gets_only_the_orders_after_it() {
+        let (store, events, _stop, _dir) = feed(DEFAULT_MAX_WATCHERS).await;
+        for _ in 0..3 {
+            place(&store, "ada").await;
+        }
+        let mut watch = events.watch(None, None, CancellationToken::new()).await.unwrap();
+        let later = place(&store, "bob").await;
+        let first = next(&mut watch).await.unwrap();
+        assert_eq!(first.order.unwrap().id, later.id.as_str());
     }
 
     #[tokio::test]

@@ -10,7 +10,9 @@
 
 use async_trait::async_trait;
 use meshwork::{error::ApiError, server::Readiness};
-use meshwork_database::{Columns, DatabasePoolConfig, DatabaseUrl, Db, Migrations, OpenError, with_pool};
+use meshwork_database::{
+    Columns, DatabasePoolConfig, DatabaseUrl, Db, Migrations, OpenError, with_pool, with_writer,
+};
 use meshwork_events::{Append, NewEvent, Outbox};
 use meshwork_proto::user::v1::{self as pb, UserEventType};
 use prost::Message;
@@ -89,7 +91,7 @@ impl UserStore {
     #[tracing::instrument(name = "INSERT users", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "INSERT", db.collection.name = "users"))]
     pub async fn create(&self, user: &User) -> Result<(), StoreError> {
         let event = user_event(UserEventType::Created, user, user.create_time);
-        with_pool!(&self.db, |pool| {
+        with_writer!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(INSERT)
                 .bind(user.id.as_str())
@@ -127,7 +129,7 @@ impl UserStore {
     /// Applies `changes` at time `now` and returns the changed user.
     #[tracing::instrument(name = "UPDATE users", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "UPDATE", db.collection.name = "users"))]
     pub async fn update(&self, changes: &UserChanges, now: i64) -> Result<User, StoreError> {
-        let user = with_pool!(&self.db, |pool| {
+        let user = with_writer!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             let row = sqlx::query(UPDATE)
                 .bind(changes.name.as_ref().map(|name| name.as_str()))
@@ -149,7 +151,7 @@ impl UserStore {
     /// Removes the user with this id at time `now`; its event carries the user as it was.
     #[tracing::instrument(name = "DELETE users", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "DELETE", db.collection.name = "users"))]
     pub async fn delete(&self, id: &UserId, now: i64) -> Result<(), StoreError> {
-        with_pool!(&self.db, |pool| {
+        with_writer!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             let row = sqlx::query(DELETE)
                 .bind(id.as_str())

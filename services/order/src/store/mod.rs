@@ -14,7 +14,9 @@ mod backend;
 
 use async_trait::async_trait;
 use meshwork::{error::ApiError, server::Readiness};
-use meshwork_database::{Columns, DatabasePoolConfig, DatabaseUrl, Db, Migrations, OpenError, with_pool};
+use meshwork_database::{
+    Columns, DatabasePoolConfig, DatabaseUrl, Db, Migrations, OpenError, with_pool, with_writer,
+};
 use meshwork_events::{Append, NewEvent, Outbox};
 use meshwork_proto::order::v1::{self as pb, OrderEventType};
 use prost::Message;
@@ -154,7 +156,7 @@ impl OrderStore {
     #[tracing::instrument(name = "INSERT orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "INSERT", db.collection.name = "orders"))]
     pub async fn insert(&self, order: &Order, key: Option<&Idempotency>) -> Result<Inserted, StoreError> {
         let event = order_event(OrderEventType::Created, order, order.create_time);
-        let created = with_pool!(&self.db, |pool| {
+        let created = with_writer!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             // Against a deletion's cancellations running at the same time (PostgreSQL).
             tx.lock_user(&order.user_id).await?;
@@ -234,7 +236,7 @@ impl OrderStore {
     /// Cancels a pending order at time `now` and returns it.
     #[tracing::instrument(name = "UPDATE orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "UPDATE", db.collection.name = "orders"))]
     pub async fn cancel(&self, id: &OrderId, now: i64) -> Result<Order, StoreError> {
-        let cancelled = with_pool!(&self.db, |pool| {
+        let cancelled = with_writer!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             let row = sqlx::query(CANCEL)
                 .bind(now)
@@ -272,7 +274,7 @@ impl OrderStore {
     /// event, in one transaction. Doing it again changes nothing and returns no order.
     #[tracing::instrument(name = "UPDATE orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "UPDATE", db.collection.name = "orders"))]
     pub async fn user_deleted(&self, user_id: &UserId, now: i64) -> Result<Vec<Order>, StoreError> {
-        let cancelled = with_pool!(&self.db, |pool| {
+        let cancelled = with_writer!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             tx.lock_user(user_id).await?;
             sqlx::query(MARK_DELETED)
@@ -583,7 +585,7 @@ mod tests {
             ..MIGRATIONS
         };
         let old = Db::open(&url, &pool, &version_1).await.unwrap();
-        with_pool!(&old, |pool| {
+        with_writer!(&old, |pool| {
             sqlx::query(concat!(
                 "INSERT INTO orders (",
                 columns!(),
