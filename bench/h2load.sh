@@ -60,19 +60,26 @@ serve() {
     || { echo "$name did not start:"; cat "$OUT/$name.log"; exit 1; }
 }
 
-# measure NAME PORT CONNECTIONS STREAMS: prints "req/s p99_us".
+# cpu_ticks PID: the process's utime + stime, every thread, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# measure NAME PORT CONNECTIONS STREAMS PID: prints "req/s p99_us cpu_us_per_call".
 measure() {
-  local name=$1 port=$2 connections=$3 streams=$4
+  local name=$1 port=$2 connections=$3 streams=$4 pid=$5
   local args=(-d "$OUT/say-hello.bin" -H 'content-type: application/grpc' -H 'te: trailers'
     -c "$connections" -m "$streams" -t 1 "http://127.0.0.1:$port/hello.v1.HelloService/SayHello")
   "${PIN_LOAD[@]}" h2load "${args[@]}" -D "$WARMUP" >/dev/null
+  local ticks_before; ticks_before=$(cpu_ticks "$pid")
   "${PIN_LOAD[@]}" h2load "${args[@]}" -D "$DURATION" --log-file="$OUT/$name-$streams.tsv" >"$OUT/$name-$streams.txt"
-  local rps p99
+  local ticks=$(($(cpu_ticks "$pid") - ticks_before))
+  local rps p99 calls cpu_us
   rps=$(awk '/^finished in/ { gsub(",", "", $4); print $4 }' "$OUT/$name-$streams.txt")
+  calls=$(awk '/^requests:/ { print $8 }' "$OUT/$name-$streams.txt")
+  cpu_us=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="${calls:-0}" 'BEGIN { printf "%.2f", n > 0 ? t * 1e6 / hz / n : 0 }')
   # The log holds one line per request: start (µs), HTTP status, duration (µs).
   p99=$(awk '{ print $3 }' "$OUT/$name-$streams.tsv" | sort -n | awk '{ a[NR] = $1 } END { print a[int(NR * 0.99)] }')
   [ -n "$rps" ] && [ -n "$p99" ] || { echo "h2load gave no result for $name:"; cat "$OUT/$name-$streams.txt"; exit 1; }
-  echo "$rps $p99"
+  echo "$rps $p99 $cpu_us"
 }
 
 rss_kib() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
@@ -114,14 +121,14 @@ start_sink() {
 run_server() {
   local name=$1 label=$2 port=$3 probe=$4; shift 4
   local command=(env LISTEN_ADDR=127.0.0.1:$port METRICS_ADDR=127.0.0.1:$((port + 1000)) "$@")
-  local ready_ms rps_52 p99_52 rps_1 p99_1
+  local ready_ms rps_52 p99_52 cpu_52 rps_1 p99_1 cpu_1
   ready_ms=$("$BENCH" startup --target "http://127.0.0.1:$port" --probe "$probe" --runs 5 -- "${PIN_SERVER[@]}" "${command[@]}")
   local spans_before; spans_before=$(sink_total)
   serve "$name" "$port" "$probe" "${command[@]}"
   local pid=${pids[-1]} idle_rss
   idle_rss=$(rss_kib "$pid")
-  read -r rps_52 p99_52 < <(measure "$name" "$port" 4 13)
-  read -r rps_1 p99_1 < <(measure "$name" "$port" 1 1)
+  read -r rps_52 p99_52 cpu_52 < <(measure "$name" "$port" 4 13 "$pid")
+  read -r rps_1 p99_1 cpu_1 < <(measure "$name" "$port" 1 1 "$pid")
   if [ "$probe" = health ]; then
     local bad calls
     bad=$(handled $((port + 1000)) "\$0 !~ /grpc_code=\"($ALLOWED_CODES)\"/")
@@ -134,9 +141,9 @@ run_server() {
     [ "$spans" -gt 0 ] || { echo "$name exported no span to the sink"; exit 1; }
     echo "$name: the sink received $spans spans for $calls SayHello calls"
   fi
-  printf '{"server":"%s","label":"%s","rps_52":%s,"rps_1":%s,"p99_1_us":%s,"idle_rss_kib":%s,"ready_ms":%s,"warmup_s":%s,"duration_s":%s}\n' \
-    "$name" "$label" "$rps_52" "$rps_1" "$p99_1" "$idle_rss" "$ready_ms" "$WARMUP" "$DURATION" >>"$RESULTS/sayhello.jsonl"
-  echo "$label: $rps_52 req/s with 52 streams, $rps_1 req/s with 1 stream (p99 $p99_1 µs), ready in $ready_ms ms"
+  printf '{"server":"%s","label":"%s","rps_52":%s,"cpu_us_52":%s,"rps_1":%s,"p99_1_us":%s,"idle_rss_kib":%s,"ready_ms":%s,"warmup_s":%s,"duration_s":%s}\n' \
+    "$name" "$label" "$rps_52" "$cpu_52" "$rps_1" "$p99_1" "$idle_rss" "$ready_ms" "$WARMUP" "$DURATION" >>"$RESULTS/sayhello.jsonl"
+  echo "$label: $rps_52 req/s with 52 streams ($cpu_52 µs of CPU per call), $rps_1 req/s with 1 stream (p99 $p99_1 µs), ready in $ready_ms ms"
 }
 
 run_server bare "bare tonic (baseline)" 50061 say-hello "$BIN/bare-hello"

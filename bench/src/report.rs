@@ -197,16 +197,19 @@ fn sayhello_table(rows: &[SayHelloRow], machine: &Machine) -> String {
         _ => String::new(),
     };
     let mut table = String::from(
-        "| SayHello server (core 0; h2load on core 1) | req/s, 52 streams (× bare) | req/s, 1 stream (× bare) \
-         | p99, 1 stream (× bare) | idle RSS | start → SERVING |\n|---|---:|---:|---:|---:|---:|\n",
+        "| SayHello server (core 0; h2load on core 1) | req/s, 52 streams (× bare) | CPU per call, 52 streams (× bare) \
+         | req/s, 1 stream (× bare) | p99, 1 stream (× bare) | idle RSS | start → SERVING |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
     );
     for row in rows {
         let _ = writeln!(
             table,
-            "| {label} | {rps_52}{r52} | {rps_1}{r1} | {p99} µs{rp99} | {rss:.1} MiB | {ready:.1} ms{mark} |",
+            "| {label} | {rps_52}{r52} | {cpu:.1} µs{rcpu} | {rps_1}{r1} | {p99} µs{rp99} | {rss:.1} MiB | {ready:.1} ms{mark} |",
             label = row.label,
             rps_52 = thousands(row.rps_52),
             r52 = ratio(row.rps_52, |bare| bare.rps_52),
+            cpu = row.cpu_us_52,
+            rcpu = ratio(row.cpu_us_52, |bare| bare.cpu_us_52),
             rps_1 = thousands(row.rps_1),
             r1 = ratio(row.rps_1, |bare| bare.rps_1),
             p99 = thousands(row.p99_1_us),
@@ -221,7 +224,8 @@ fn sayhello_table(rows: &[SayHelloRow], machine: &Machine) -> String {
         table,
         "\n_h2load, 52 streams = 4 connections × 13, and 1 stream; {duration} s measured after {warmup} s of \
          warm-up, per shape; every call answered OK (the server's own `grpc_server_handled_total`; \
-         streams h2load resets at the end count `Canceled`). Span export: `OTEL_TRACES_SAMPLER=always_on` \
+         streams h2load resets at the end count `Canceled`). CPU per call: the server's utime + stime \
+         (`/proc/<pid>/stat`, every thread) over the 52-stream window, per call answered. Span export: `OTEL_TRACES_SAMPLER=always_on` \
          to a local OTLP/gRPC sink. Start → SERVING: median of 5 starts, from spawn to a health `Check` \
          answering `SERVING`; ¹ bare tonic has no health service, so to its first SayHello answered. \
          {machine}._",
@@ -312,6 +316,7 @@ mod tests {
             server: server.into(),
             label: server.into(),
             rps_52,
+            cpu_us_52: 20.0,
             rps_1: 10_000.0,
             p99_1_us: 200.0,
             idle_rss_kib: 4096.0,
@@ -333,7 +338,7 @@ mod tests {
     fn sayhello_rows_are_ratios_to_bare() {
         let table = sayhello_table(&[row("bare", 50_000.0), row("hello", 40_000.0)], &machine());
         assert!(
-            table.contains("| hello | 40,000 (0.80×) | 10,000 (1.00×) | 200 µs (1.00×) | 4.0 MiB | 7.0 ms |"),
+            table.contains("| hello | 40,000 (0.80×) | 20.0 µs (1.00×) | 10,000 (1.00×) | 200 µs (1.00×) | 4.0 MiB | 7.0 ms |"),
             "{table}"
         );
         assert!(table.contains("commit abc1234"), "{table}");

@@ -22,6 +22,11 @@ pub struct SayHelloRow {
     pub label: String,
     /// Requests per second with 52 streams (4 connections x 13).
     pub rps_52: f64,
+    /// The server's CPU time (user + system, every thread) per call with 52 streams,
+    /// microseconds: what a call costs, which a machine shared with other work moves far
+    /// less than it moves throughput.
+    #[serde(default)]
+    pub cpu_us_52: f64,
     /// Requests per second with 1 stream.
     pub rps_1: f64,
     /// p99 latency with 1 stream, microseconds.
