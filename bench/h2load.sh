@@ -75,7 +75,7 @@ measure() {
   local rps p99 calls cpu_us
   rps=$(awk '/^finished in/ { gsub(",", "", $4); print $4 }' "$OUT/$name-$streams.txt")
   calls=$(awk '/^requests:/ { print $8 }' "$OUT/$name-$streams.txt")
-  cpu_us=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="${calls:-0}" 'BEGIN { printf "%.2f", n > 0 ? t * 1e6 / hz / n : 0 }')
+  cpu_us=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="${calls:-0}" 'BEGIN { printf "%.2f", (n > 0 ? t * 1e6 / hz / n : 0) }')
   # The log holds one line per request: start (µs), HTTP status, duration (µs).
   p99=$(awk '{ print $3 }' "$OUT/$name-$streams.tsv" | sort -n | awk '{ a[NR] = $1 } END { print a[int(NR * 0.99)] }')
   [ -n "$rps" ] && [ -n "$p99" ] || { echo "h2load gave no result for $name:"; cat "$OUT/$name-$streams.txt"; exit 1; }
