@@ -54,13 +54,7 @@ pub struct SqliteDb {
 #[macro_export]
 macro_rules! with_pool {
     ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            $crate::Db::Sqlite(sqlite) => {
-                let $pool = &sqlite.readers;
-                $body
-            }
-            $crate::Db::Postgres($pool) => $body,
-        }
+        $crate::on_backend!($db, readers, |$pool| $body)
     };
 }
 
@@ -69,9 +63,19 @@ macro_rules! with_pool {
 #[macro_export]
 macro_rules! with_writer {
     ($db:expr, |$pool:ident| $body:expr) => {
+        $crate::on_backend!($db, writer, |$pool| $body)
+    };
+}
+
+/// The dispatch behind [`with_pool!`] and [`with_writer!`]: `$sqlite` names the pool of
+/// [`SqliteDb`] the body gets.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! on_backend {
+    ($db:expr, $sqlite:ident, |$pool:ident| $body:expr) => {
         match $db {
             $crate::Db::Sqlite(sqlite) => {
-                let $pool = &sqlite.writer;
+                let $pool = &sqlite.$sqlite;
                 $body
             }
             $crate::Db::Postgres($pool) => $body,
