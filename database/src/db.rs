@@ -31,7 +31,8 @@ pub enum Db {
 /// the others wait in SQLite's busy handler, which sleeps in steps of milliseconds while
 /// holding a connection and its worker thread; with one writer connection they wait in the
 /// pool's queue instead, in order, and are woken the moment it is free. Measured with
-/// `meshwork-bench load --rpc create-user` (64 in flight, both pinned): see docs/benchmarks.md.
+/// `meshwork-bench load --rpc create-user` (64 in flight, both pinned): see the README's
+/// Benchmark section.
 #[derive(Debug, Clone)]
 pub struct SqliteDb {
     pub readers: SqlitePool,

@@ -72,7 +72,8 @@ pub enum OpenError {
 
 impl Db {
     /// Opens the database `url` names and brings its schema up to date. `pool` applies to
-    /// PostgreSQL; SQLite's pool is fixed (one file, one writer at a time).
+    /// PostgreSQL; SQLite's pools are fixed in size (one file, one writer at a time) and
+    /// take only its acquire timeout.
     pub async fn open(
         url: &DatabaseUrl,
         pool: &DatabasePoolConfig,
@@ -81,7 +82,7 @@ impl Db {
         let shown = url.to_string();
         Ok(match url {
             DatabaseUrl::Sqlite(path) => {
-                let db = open_sqlite(path, &shown).await?;
+                let db = open_sqlite(path, pool, &shown).await?;
                 run(migrator(migrations.table, migrations.sqlite), &db.writer, shown).await?;
                 Self::Sqlite(db)
             }
@@ -109,7 +110,7 @@ where
 
 /// Opens (creating if missing, with its directory) the SQLite database at `path`: the
 /// writer's connection first (it creates the file and sets WAL), then the readers' pool.
-async fn open_sqlite(path: &Path, shown: &str) -> Result<SqliteDb, OpenError> {
+async fn open_sqlite(path: &Path, pool: &DatabasePoolConfig, shown: &str) -> Result<SqliteDb, OpenError> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
             path: shown.to_owned(),
@@ -129,20 +130,23 @@ async fn open_sqlite(path: &Path, shown: &str) -> Result<SqliteDb, OpenError> {
         path: shown.to_owned(),
         source,
     };
-    let writer = sqlite_pool(1)
+    let writer = sqlite_pool(1, pool)
         .connect_with(options.clone())
         .await
         .map_err(connect_error)?;
-    let readers = sqlite_pool(8)
+    let readers = sqlite_pool(8, pool)
         .connect_with(options)
         .await
         .map_err(connect_error)?;
     Ok(SqliteDb { readers, writer })
 }
 
-fn sqlite_pool(connections: u32) -> SqlitePoolOptions {
+/// A pool of `connections`; a call waits at most `DATABASE_ACQUIRE_TIMEOUT` for one (then
+/// `UNAVAILABLE`), as on PostgreSQL, rather than sqlx's default of 30 s.
+fn sqlite_pool(connections: u32, pool: &DatabasePoolConfig) -> SqlitePoolOptions {
     SqlitePoolOptions::new()
         .max_connections(connections)
+        .acquire_timeout(pool.database_acquire_timeout)
         // sqlx pings an idle connection before lending it out, by default: for SQLite that
         // is one more round trip to the connection's worker thread per query, and it guards
         // against nothing a local file does (a dropped network link, a restarted server).
