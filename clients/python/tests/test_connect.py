@@ -249,4 +249,5 @@ def test_asyncio_twin_has_the_same_defaults(tls_server: Server, plaintext: Serve
     assert tls_server.seen.authorization == ["Bearer s3cret"]
     assert plaintext.seen.attempts == {"GetUser": 2}
     assert plaintext.seen.authorization == ["Bearer t0ken", "Bearer t0ken"]
-    assert all(remaining is not None and remaining <= 5.0 for remaining in plaintext.seen.time_remaining)
+    # 5 s give or take gRPC's rounding of grpc-timeout (5.009 s seen), as in the sync test.
+    assert all(remaining is not None and remaining <= 5.5 for remaining in plaintext.seen.time_remaining)
