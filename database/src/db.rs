@@ -6,7 +6,7 @@
 //! pool options and PostgreSQL's `LISTEN` stay available, and a store can still name the
 //! backend where the two really differ.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use serde::de::DeserializeOwned;
 use sqlx::{
@@ -15,6 +15,8 @@ use sqlx::{
     sqlite::{SqlitePool, SqliteRow},
     types::Json,
 };
+
+use crate::SqliteReaders;
 
 /// A service's database: SQLite's pools or a pool of PostgreSQL connections. Cheap to clone
 /// (the pools are shared).
@@ -33,10 +35,15 @@ pub enum Db {
 /// pool's queue instead, in order, and are woken the moment it is free. Measured with
 /// `meshwork-bench load --rpc create-user` (64 in flight, both pinned): see the README's
 /// Benchmark section.
+///
+/// The stores' own reads ([`Db::fetch_optional`], [`Db::fetch_all`]) go through `reads`
+/// instead, on the calling thread ([`SqliteReaders`] says why); `readers` serves what reads
+/// through sqlx (the outbox, the readiness check).
 #[derive(Debug, Clone)]
 pub struct SqliteDb {
     pub readers: SqlitePool,
     pub writer: SqlitePool,
+    pub reads: Arc<SqliteReaders>,
 }
 
 /// Runs `$body` with `$pool` bound to the pool of whichever backend `$db` (a `&Db`) is: the

@@ -6,6 +6,9 @@
 //!   password) and [`DatabasePoolConfig`], the pool settings; both are clap settings that a
 //!   service flattens into its own.
 //! - `open`: [`Db::open`], pools tuned per backend, and [`Migrations`] compiled into the binary.
+//! - `read`: [`Db::fetch_optional`] and [`Db::fetch_all`], a read statement written once
+//!   ([`Params`], [`FromColumns`]); on SQLite run on the calling thread by `sqlite_reads`
+//!   ([`SqliteReaders`], the rusqlite driver), on PostgreSQL by sqlx.
 //! - `db`: [`Db`], the [`with_pool!`] (reads) and [`with_writer!`] (writes) dispatch that
 //!   runs one piece of code on either backend,
 //!   [`Columns`] to read a row of either backend, and how driver errors are sorted
@@ -20,8 +23,12 @@
 
 mod db;
 mod open;
+mod read;
 mod settings;
+mod sqlite_reads;
 
 pub use db::{Columns, Db, SqliteDb, is_transient};
 pub use open::{EmbeddedMigration, Migrations, OpenError};
+pub use read::{FromColumns, Param, Params};
 pub use settings::{DatabasePoolConfig, DatabaseUrl};
+pub use sqlite_reads::SqliteReaders;

@@ -9,7 +9,7 @@
 //!   most that long for a connection, then is `UNAVAILABLE`), a `statement_timeout`, and
 //!   migrations under sqlx's advisory lock, so replicas starting together migrate once.
 
-use std::{borrow::Cow, path::Path, str::FromStr, time::Duration};
+use std::{borrow::Cow, path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
     SqlSafeStr,
@@ -18,7 +18,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-use crate::{DatabasePoolConfig, DatabaseUrl, Db, SqliteDb, db::is_transient};
+use crate::{DatabasePoolConfig, DatabaseUrl, Db, SqliteDb, SqliteReaders, db::is_transient};
 
 /// One embedded migration: its version, a description and its SQL.
 pub type EmbeddedMigration = (i64, &'static str, &'static str);
@@ -134,11 +134,16 @@ async fn open_sqlite(path: &Path, pool: &DatabasePoolConfig, shown: &str) -> Res
         .connect_with(options.clone())
         .await
         .map_err(connect_error)?;
-    let readers = sqlite_pool(8, pool)
+    let readers = sqlite_pool(4, pool)
         .connect_with(options)
         .await
         .map_err(connect_error)?;
-    Ok(SqliteDb { readers, writer })
+    let reads = SqliteReaders::open(path).map_err(connect_error)?;
+    Ok(SqliteDb {
+        readers,
+        writer,
+        reads: Arc::new(reads),
+    })
 }
 
 /// A pool of `connections`; a call waits at most `DATABASE_ACQUIRE_TIMEOUT` for one (then

@@ -11,7 +11,7 @@
 use async_trait::async_trait;
 use meshwork::{error::ApiError, server::Readiness};
 use meshwork_database::{
-    Columns, DatabasePoolConfig, DatabaseUrl, Db, Migrations, OpenError, with_pool, with_writer,
+    Columns, DatabasePoolConfig, DatabaseUrl, Db, FromColumns, Migrations, OpenError, with_writer,
 };
 use meshwork_events::{Append, NewEvent, Outbox};
 use meshwork_proto::user::v1::{self as pb, UserEventType};
@@ -111,19 +111,14 @@ impl UserStore {
     /// The user with this id.
     #[tracing::instrument(name = "SELECT users", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "SELECT", db.collection.name = "users"))]
     pub async fn get(&self, id: &UserId) -> Result<User, StoreError> {
-        with_pool!(&self.db, |pool| {
-            let row = sqlx::query(SELECT_ONE).bind(id.as_str()).fetch_one(pool).await?;
-            user_from(&row)
-        })
+        let user = self.db.fetch_optional(SELECT_ONE, (id.as_str(),)).await?;
+        user.ok_or(StoreError::NotFound)
     }
 
     /// Up to `limit` users ordered by id, after the id `after` when given.
     #[tracing::instrument(name = "SELECT users", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "SELECT", db.collection.name = "users"))]
     pub async fn list(&self, after: Option<&str>, limit: i64) -> Result<Vec<User>, StoreError> {
-        with_pool!(&self.db, |pool| {
-            let query = sqlx::query(SELECT_PAGE).bind(after.unwrap_or("")).bind(limit);
-            query.fetch_all(pool).await?.iter().map(user_from).collect()
-        })
+        self.db.fetch_all(SELECT_PAGE, (after.unwrap_or(""), limit)).await
     }
 
     /// Applies `changes` at time `now` and returns the changed user.
@@ -138,7 +133,7 @@ impl UserStore {
                 .bind(changes.id.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
-            let user = user_from(&row)?;
+            let user = User::from_columns(&row)?;
             tx.append(&self.outbox, &user_event(UserEventType::Updated, &user, now))
                 .await?;
             tx.commit().await?;
@@ -160,7 +155,7 @@ impl UserStore {
             let Some(row) = row else {
                 return Err(StoreError::NotFound);
             };
-            let user = user_from(&row)?;
+            let user = User::from_columns(&row)?;
             tx.append(&self.outbox, &user_event(UserEventType::Deleted, &user, now))
                 .await?;
             tx.commit().await?;
@@ -197,14 +192,17 @@ fn user_event(kind: UserEventType, user: &User, occur_time: i64) -> NewEvent {
 }
 
 /// A user from a row of either backend: the columns and their types are the same.
-fn user_from(row: &impl Columns) -> Result<User, StoreError> {
-    Ok(User::from_stored(
-        row.text("id")?,
-        row.text("name")?,
-        row.text("email")?,
-        row.integer("create_time")?,
-        row.integer("update_time")?,
-    ))
+impl FromColumns for User {
+    type Error = StoreError;
+    fn from_columns(row: &impl Columns) -> Result<Self, StoreError> {
+        Ok(User::from_stored(
+            row.text("id")?,
+            row.text("name")?,
+            row.text("email")?,
+            row.integer("create_time")?,
+            row.integer("update_time")?,
+        ))
+    }
 }
 
 /// Why a store call failed.

@@ -15,7 +15,7 @@ mod backend;
 use async_trait::async_trait;
 use meshwork::{error::ApiError, server::Readiness};
 use meshwork_database::{
-    Columns, DatabasePoolConfig, DatabaseUrl, Db, Migrations, OpenError, with_pool, with_writer,
+    Columns, DatabasePoolConfig, DatabaseUrl, Db, FromColumns, Migrations, OpenError, with_writer,
 };
 use meshwork_events::{Append, NewEvent, Outbox};
 use meshwork_proto::order::v1::{self as pb, OrderEventType};
@@ -196,22 +196,15 @@ impl OrderStore {
         user_id: &UserId,
         request_id: &RequestId,
     ) -> Result<Option<Keyed>, StoreError> {
-        with_pool!(&self.db, |pool| {
-            let row = sqlx::query(SELECT_BY_REQUEST_ID)
-                .bind(user_id.as_str())
-                .bind(request_id.as_str())
-                .fetch_optional(pool)
-                .await?;
-            row.as_ref().map(keyed_from).transpose()
-        })
+        let keyed = (user_id.as_str(), request_id.as_str());
+        self.db.fetch_optional(SELECT_BY_REQUEST_ID, keyed).await
     }
 
     /// The order with this id.
     #[tracing::instrument(name = "SELECT orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "SELECT", db.collection.name = "orders"))]
     pub async fn get(&self, id: &OrderId) -> Result<Order, StoreError> {
-        select_one(&self.db, SELECT_BY_ID, id.as_str())
-            .await?
-            .ok_or(StoreError::NotFound)
+        let order = self.db.fetch_optional(SELECT_BY_ID, (id.as_str(),)).await?;
+        order.ok_or(StoreError::NotFound)
     }
 
     /// Up to `limit` orders ordered by id, after the id `after`, of `user_id` when given.
@@ -222,15 +215,8 @@ impl OrderStore {
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Order>, StoreError> {
-        with_pool!(&self.db, |pool| {
-            let rows = sqlx::query(SELECT_PAGE)
-                .bind(user_id.map(UserId::as_str))
-                .bind(after.unwrap_or(""))
-                .bind(limit)
-                .fetch_all(pool)
-                .await?;
-            rows.iter().map(order_from).collect()
-        })
+        let page = (user_id.map(UserId::as_str), after.unwrap_or(""), limit);
+        self.db.fetch_all(SELECT_PAGE, page).await
     }
 
     /// Cancels a pending order at time `now` and returns it.
@@ -245,7 +231,7 @@ impl OrderStore {
                 .await?;
             match row {
                 Some(row) => {
-                    let order = order_from(&row)?;
+                    let order = Order::from_columns(&row)?;
                     tx.append(&self.outbox, &order_event(OrderEventType::Cancelled, &order, now))
                         .await?;
                     tx.commit().await?;
@@ -289,7 +275,7 @@ impl OrderStore {
                 .await?;
             let mut cancelled = Vec::with_capacity(rows.len());
             for row in &rows {
-                let order = order_from(row)?;
+                let order = Order::from_columns(row)?;
                 tx.append(&self.outbox, &order_event(OrderEventType::Cancelled, &order, now))
                     .await?;
                 cancelled.push(order);
@@ -327,38 +313,36 @@ impl Readiness for OrderStore {
     }
 }
 
-/// The order `sql` finds by its one parameter, if any.
-async fn select_one(db: &Db, sql: &'static str, value: &str) -> Result<Option<Order>, StoreError> {
-    with_pool!(db, |pool| {
-        let row = sqlx::query(sql).bind(value).fetch_optional(pool).await?;
-        row.as_ref().map(order_from).transpose()
-    })
-}
-
 /// An order from a row of either backend.
-fn order_from(row: &impl Columns) -> Result<Order, StoreError> {
-    let id = row.text("id")?;
-    let status = row.text("status")?;
-    let Some(status) = OrderStatus::from_stored(&status) else {
-        return Err(StoreError::Corrupt(id, format!("status {status:?}")));
-    };
-    Ok(Order::from(StoredOrder {
-        user_id: row.text("user_id")?,
-        items: row.json("items")?,
-        total_cents: row.integer("total_cents")?,
-        status,
-        create_time: row.integer("create_time")?,
-        update_time: row.integer("update_time")?,
-        id,
-    }))
+impl FromColumns for Order {
+    type Error = StoreError;
+    fn from_columns(row: &impl Columns) -> Result<Self, StoreError> {
+        let id = row.text("id")?;
+        let status = row.text("status")?;
+        let Some(status) = OrderStatus::from_stored(&status) else {
+            return Err(StoreError::Corrupt(id, format!("status {status:?}")));
+        };
+        Ok(Order::from(StoredOrder {
+            user_id: row.text("user_id")?,
+            items: row.json("items")?,
+            total_cents: row.integer("total_cents")?,
+            status,
+            create_time: row.integer("create_time")?,
+            update_time: row.integer("update_time")?,
+            id,
+        }))
+    }
 }
 
 /// An order and its request's fingerprint, from a row of [`SELECT_BY_REQUEST_ID`].
-fn keyed_from(row: &impl Columns) -> Result<Keyed, StoreError> {
-    Ok(Keyed {
-        order: order_from(row)?,
-        fingerprint: Fingerprint::from_stored(row.text("request_fingerprint")?),
-    })
+impl FromColumns for Keyed {
+    type Error = StoreError;
+    fn from_columns(row: &impl Columns) -> Result<Self, StoreError> {
+        Ok(Keyed {
+            order: Order::from_columns(row)?,
+            fingerprint: Fingerprint::from_stored(row.text("request_fingerprint")?),
+        })
+    }
 }
 
 /// Why a store call failed.
