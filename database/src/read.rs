@@ -50,6 +50,16 @@ macro_rules! params_tuple {
     };
 }
 
+/// A statement without placeholders.
+impl Params<'_> for () {
+    fn bind_postgres(self, query: PgQuery<'_>) -> PgQuery<'_> {
+        query
+    }
+    fn bind_sqlite(&self, _statement: &mut rusqlite::Statement<'_>) -> rusqlite::Result<()> {
+        Ok(())
+    }
+}
+
 params_tuple!(0 A);
 params_tuple!(0 A, 1 B);
 params_tuple!(0 A, 1 B, 2 C);

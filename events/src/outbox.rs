@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use meshwork_database::{Columns, Db, with_pool};
+use meshwork_database::{Columns, Db, FromColumns};
 use sqlx::{Postgres, Sqlite, Transaction, postgres::PgListener};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -312,38 +312,26 @@ impl Outbox {
 
     /// Up to `limit` events after `seq`, in commit order.
     pub async fn after(&self, db: &Db, seq: i64, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
-        let sql = self.inner.sql.after;
-        with_pool!(db, |pool| {
-            let rows = sqlx::query(sql).bind(seq).bind(limit).fetch_all(pool).await?;
-            rows.iter().map(stored_from).collect()
-        })
+        db.fetch_all(self.inner.sql.after, (seq, limit)).await
     }
 
     /// The place of the event `event_id` in commit order, if it is still kept.
     pub async fn seq_of(&self, db: &Db, event_id: &EventId) -> Result<Option<i64>, sqlx::Error> {
-        let sql = self.inner.sql.seq_of;
-        with_pool!(db, |pool| {
-            let row = sqlx::query(sql)
-                .bind(event_id.to_string())
-                .fetch_optional(pool)
-                .await?;
-            row.map(|row| row.integer("seq")).transpose()
-        })
+        let id = event_id.to_string();
+        let seq: Option<Seq> = db.fetch_optional(self.inner.sql.seq_of, (id.as_str(),)).await?;
+        Ok(seq.map(|seq| seq.0))
     }
 
     /// The place of the newest event (0 when there is none).
     pub async fn last_seq(&self, db: &Db) -> Result<i64, sqlx::Error> {
-        let sql = self.inner.sql.last_seq;
-        with_pool!(db, |pool| sqlx::query(sql).fetch_one(pool).await?.integer("seq"))
+        let seq: Option<Seq> = db.fetch_optional(self.inner.sql.last_seq, ()).await?;
+        Ok(seq.map_or(0, |seq| seq.0))
     }
 
     /// Events not yet acknowledged by the broker.
     pub async fn pending(&self, db: &Db) -> Result<i64, sqlx::Error> {
-        let sql = self.inner.sql.pending;
-        with_pool!(db, |pool| sqlx::query(sql)
-            .fetch_one(pool)
-            .await?
-            .integer("pending"))
+        let pending: Option<Pending> = db.fetch_optional(self.inner.sql.pending, ()).await?;
+        Ok(pending.map_or(0, |pending| pending.0))
     }
 
     pub(crate) fn sql_unsent(&self) -> &'static str {
@@ -413,15 +401,38 @@ fn current_traceparent() -> Option<String> {
 }
 
 /// A row of either backend.
-pub(crate) fn stored_from(row: &impl Columns) -> Result<StoredEvent, sqlx::Error> {
-    Ok(StoredEvent {
-        seq: row.integer("seq")?,
-        event_id: row.text("event_id")?,
-        subject: row.text("subject")?,
-        payload: row.bytes("payload")?,
-        occur_time: row.integer("occur_time")?,
-        traceparent: row.optional_text("traceparent")?,
-    })
+impl FromColumns for StoredEvent {
+    type Error = sqlx::Error;
+    fn from_columns(row: &impl Columns) -> Result<Self, sqlx::Error> {
+        Ok(StoredEvent {
+            seq: row.integer("seq")?,
+            event_id: row.text("event_id")?,
+            subject: row.text("subject")?,
+            payload: row.bytes("payload")?,
+            occur_time: row.integer("occur_time")?,
+            traceparent: row.optional_text("traceparent")?,
+        })
+    }
+}
+
+/// The column `seq` of a row.
+struct Seq(i64);
+
+impl FromColumns for Seq {
+    type Error = sqlx::Error;
+    fn from_columns(row: &impl Columns) -> Result<Self, sqlx::Error> {
+        row.integer("seq").map(Self)
+    }
+}
+
+/// The column `pending` of a row.
+struct Pending(i64);
+
+impl FromColumns for Pending {
+    type Error = sqlx::Error;
+    fn from_columns(row: &impl Columns) -> Result<Self, sqlx::Error> {
+        row.integer("pending").map(Self)
+    }
 }
 
 /// A stable 64-bit key from the table's name (FNV-1a), the same in every replica and build.

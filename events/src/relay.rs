@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use meshwork_database::Columns as _;
-use meshwork_database::Db;
+use meshwork_database::{Db, FromColumns};
 use meshwork_rpc::trace;
 use sqlx::{Connection as _, PgConnection, SqlitePool};
 use tokio::{sync::watch, task::JoinHandle};
@@ -26,7 +26,6 @@ use tracing::Instrument;
 
 use crate::{
     EventsUrl, Outbox, StoredEvent, metrics,
-    outbox::stored_from,
     wire::{self, context_from},
 };
 
@@ -344,7 +343,7 @@ impl Lease {
         let sql = outbox.sql_unsent();
         on_lease!(self, |executor| {
             let rows = sqlx::query(sql).bind(BATCH).fetch_all(executor).await?;
-            rows.iter().map(stored_from).collect()
+            rows.iter().map(StoredEvent::from_columns).collect()
         })
     }
 
