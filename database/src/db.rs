@@ -18,72 +18,49 @@ use sqlx::{
 
 use crate::SqliteReaders;
 
-/// A service's database: SQLite's pools or a pool of PostgreSQL connections. Cheap to clone
-/// (the pools are shared).
+/// A service's database: a SQLite file or a pool of PostgreSQL connections. Cheap to clone
+/// (the connections are shared).
 #[derive(Debug, Clone)]
 pub enum Db {
     Sqlite(SqliteDb),
     Postgres(PgPool),
 }
 
-/// A SQLite file as a service uses it: readers share a pool, and every write goes through the
-/// one connection of `writer`.
+/// A SQLite file as a service uses it: reads on the calling thread through `reads`
+/// ([`SqliteReaders`] says why), and every write through the one connection of `writer`.
 ///
-/// SQLite lets one connection write at a time. With writers spread over the readers' pool,
-/// the others wait in SQLite's busy handler, which sleeps in steps of milliseconds while
-/// holding a connection and its worker thread; with one writer connection they wait in the
-/// pool's queue instead, in order, and are woken the moment it is free. Measured with
-/// `meshwork-bench load --rpc create-user` (64 in flight, both pinned): see the README's
-/// Benchmark section.
-///
-/// The stores' own reads ([`Db::fetch_optional`], [`Db::fetch_all`]) go through `reads`
-/// instead, on the calling thread ([`SqliteReaders`] says why); `readers` serves what reads
-/// through sqlx (the outbox, the readiness check).
+/// SQLite lets one connection write at a time. With writers spread over several
+/// connections, the others wait in SQLite's busy handler, which sleeps in steps of
+/// milliseconds while holding a connection and its worker thread; with one writer connection
+/// they wait in the pool's queue instead, in order, and are woken the moment it is free.
+/// Measured with `meshwork-bench load --rpc create-user` (64 in flight, both pinned): see the
+/// README's Benchmark section.
 #[derive(Debug, Clone)]
 pub struct SqliteDb {
-    pub readers: SqlitePool,
-    pub writer: SqlitePool,
     pub reads: Arc<SqliteReaders>,
+    pub writer: SqlitePool,
 }
 
-/// Runs `$body` with `$pool` bound to the pool of whichever backend `$db` (a `&Db`) is: the
-/// body is written once and compiled for each backend, so the same statement and the same
-/// row handling serve both. Both arms must give the same type, so rows become domain values
-/// (see [`Columns`]) inside the body; a `?` in the body returns from the enclosing function.
+/// Runs `$body`, which writes, with `$pool` bound to whichever backend `$db` (a `&Db`) is:
+/// on SQLite the one writer connection's pool ([`SqliteDb`]), on PostgreSQL the one pool.
+/// The body is written once and compiled for each backend, so the same statements serve
+/// both. Both arms must give the same type, so rows become domain values (see [`Columns`])
+/// inside the body; a `?` in the body returns from the enclosing function. Reads use
+/// [`Db::fetch_optional`] and [`Db::fetch_all`].
 ///
 /// ```text
-/// let user = with_pool!(&self.db, |pool| {
-///     let row = sqlx::query(SELECT_ONE).bind(id).fetch_one(pool).await?;
-///     user_from(&row)
-/// })?;
+/// with_writer!(&self.db, |pool| {
+///     let mut tx = pool.begin().await?;
+///     sqlx::query(INSERT).bind(id).execute(&mut *tx).await?;
+///     tx.commit().await?;
+/// });
 /// ```
-///
-/// On SQLite `$pool` is the readers' pool: a body that writes uses [`with_writer!`].
-#[macro_export]
-macro_rules! with_pool {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        $crate::on_backend!($db, readers, |$pool| $body)
-    };
-}
-
-/// [`with_pool!`] for a body that writes: on SQLite `$pool` is the one writer connection's
-/// pool ([`SqliteDb`]), on PostgreSQL the one pool.
 #[macro_export]
 macro_rules! with_writer {
     ($db:expr, |$pool:ident| $body:expr) => {
-        $crate::on_backend!($db, writer, |$pool| $body)
-    };
-}
-
-/// The dispatch behind [`with_pool!`] and [`with_writer!`]: `$sqlite` names the pool of
-/// [`SqliteDb`] the body gets.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! on_backend {
-    ($db:expr, $sqlite:ident, |$pool:ident| $body:expr) => {
         match $db {
             $crate::Db::Sqlite(sqlite) => {
-                let $pool = &sqlite.$sqlite;
+                let $pool = &sqlite.writer;
                 $body
             }
             $crate::Db::Postgres($pool) => $body,
@@ -101,8 +78,18 @@ impl Db {
     }
 
     /// Whether the database answers a trivial query within a second: the readiness check.
+    /// On SQLite the query reads the file's first page (the schema).
     pub async fn answers(&self) -> bool {
-        let ping = async { with_pool!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.map(drop)) };
+        let ping = async {
+            match self {
+                Self::Sqlite(sqlite) => sqlite.reads.read(|connection| {
+                    connection
+                        .query_row("SELECT count(*) FROM sqlite_schema", (), |_| Ok(()))
+                        .map_err(crate::sqlite_reads::ReadError::from_driver)
+                }),
+                Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            }
+        };
         matches!(
             tokio::time::timeout(Duration::from_secs(1), ping).await,
             Ok(Ok(()))
@@ -190,6 +177,22 @@ mod tests {
         )],
     };
 
+    /// A row of `things`, as a store would read it.
+    struct Thing {
+        id: String,
+        doc: Vec<String>,
+    }
+
+    impl crate::FromColumns for Thing {
+        type Error = sqlx::Error;
+        fn from_columns(row: &impl Columns) -> Result<Self, sqlx::Error> {
+            Ok(Self {
+                id: row.text("id")?,
+                doc: row.json("doc")?,
+            })
+        }
+    }
+
     /// One SQL text, `$n` placeholders used out of order and twice, a JSON column: what the
     /// stores rely on, on whichever backend `db` is.
     async fn one_statement_serves(db: &Db) {
@@ -208,22 +211,11 @@ mod tests {
         }
         let select = "SELECT id, n, doc FROM things WHERE ($1 IS NULL OR id = $1 OR n = $2) ORDER BY id";
         let rows = |filter: Option<&'static str>, n: i64| async move {
-            with_pool!(db, |pool| {
-                let rows = sqlx::query(select)
-                    .bind(filter)
-                    .bind(n)
-                    .fetch_all(pool)
-                    .await
-                    .unwrap();
-                rows.iter()
-                    .map(|row| {
-                        (
-                            row.text("id").unwrap(),
-                            row.json::<Vec<String>>("doc").unwrap().len(),
-                        )
-                    })
-                    .collect::<Vec<_>>()
-            })
+            let things: Vec<Thing> = db.fetch_all(select, (filter, n)).await.unwrap();
+            things
+                .into_iter()
+                .map(|thing| (thing.id, thing.doc.len()))
+                .collect::<Vec<_>>()
         };
         assert_eq!(rows(Some("a"), 3).await, [("a".into(), 1), ("c".into(), 3)]);
         assert_eq!(rows(None, 0).await.len(), 3);

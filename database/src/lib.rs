@@ -9,8 +9,8 @@
 //! - `read`: [`Db::fetch_optional`] and [`Db::fetch_all`], a read statement written once
 //!   ([`Params`], [`FromColumns`]); on SQLite run on the calling thread by `sqlite_reads`
 //!   ([`SqliteReaders`], the rusqlite driver), on PostgreSQL by sqlx.
-//! - `db`: [`Db`], the [`with_pool!`] (reads) and [`with_writer!`] (writes) dispatch that
-//!   runs one piece of code on either backend,
+//! - `db`: [`Db`], the [`with_writer!`] dispatch that runs one piece of code that writes on
+//!   either backend,
 //!   [`Columns`] to read a row of either backend, and how driver errors are sorted
 //!   ([`is_transient`]).
 //!

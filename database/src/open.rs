@@ -109,7 +109,7 @@ where
 }
 
 /// Opens (creating if missing, with its directory) the SQLite database at `path`: the
-/// writer's connection first (it creates the file and sets WAL), then the readers' pool.
+/// writer's connection first (it creates the file and sets WAL), then the readers.
 async fn open_sqlite(path: &Path, pool: &DatabasePoolConfig, shown: &str) -> Result<SqliteDb, OpenError> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
@@ -130,27 +130,22 @@ async fn open_sqlite(path: &Path, pool: &DatabasePoolConfig, shown: &str) -> Res
         path: shown.to_owned(),
         source,
     };
-    let writer = sqlite_pool(1, pool)
-        .connect_with(options.clone())
-        .await
-        .map_err(connect_error)?;
-    let readers = sqlite_pool(4, pool)
+    let writer = writer_pool(pool)
         .connect_with(options)
         .await
         .map_err(connect_error)?;
     let reads = SqliteReaders::open(path).map_err(connect_error)?;
     Ok(SqliteDb {
-        readers,
-        writer,
         reads: Arc::new(reads),
+        writer,
     })
 }
 
-/// A pool of `connections`; a call waits at most `DATABASE_ACQUIRE_TIMEOUT` for one (then
-/// `UNAVAILABLE`), as on PostgreSQL, rather than sqlx's default of 30 s.
-fn sqlite_pool(connections: u32, pool: &DatabasePoolConfig) -> SqlitePoolOptions {
+/// The writer's pool of one connection; a write waits at most `DATABASE_ACQUIRE_TIMEOUT` for
+/// it (then `UNAVAILABLE`), as on PostgreSQL, rather than sqlx's default of 30 s.
+fn writer_pool(pool: &DatabasePoolConfig) -> SqlitePoolOptions {
     SqlitePoolOptions::new()
-        .max_connections(connections)
+        .max_connections(1)
         .acquire_timeout(pool.database_acquire_timeout)
         // sqlx pings an idle connection before lending it out, by default: for SQLite that
         // is one more round trip to the connection's worker thread per query, and it guards
