@@ -168,3 +168,52 @@ impl crate::Columns for rusqlite::Row<'_> {
         serde_json::from_slice(bytes).map_err(|error| sqlx::Error::Decode(Box::new(error)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read that finds the file busy is answered UNAVAILABLE (a retry may succeed), one
+    /// that fails otherwise is not.
+    #[test]
+    fn a_busy_read_is_transient_and_a_bad_statement_is_not() {
+        let busy =
+            rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None);
+        assert!(crate::is_transient(&ReadError::from_driver(busy)));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("read.db");
+        Connection::open(&path).unwrap();
+        let readers = SqliteReaders::open(&path).unwrap();
+        let error = readers
+            .read(|connection| {
+                connection
+                    .query_row("SELECT * FROM missing", (), |_| Ok(()))
+                    .map_err(ReadError::from_driver)
+            })
+            .unwrap_err();
+        assert!(!crate::is_transient(&error));
+        assert!(error.to_string().contains("no such table"), "{error}");
+    }
+
+    /// Reads on several threads at once each get a connection; none waits for another.
+    #[test]
+    fn reads_at_the_same_time_get_a_connection_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("read.db");
+        Connection::open(&path).unwrap();
+        let readers = SqliteReaders::open(&path).unwrap();
+        let inside = std::sync::Barrier::new(2);
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    readers.read(|_connection| {
+                        inside.wait();
+                        Ok::<_, sqlx::Error>(())
+                    })
+                });
+            }
+        });
+        assert_eq!(readers.idle_connections().len(), 2);
+    }
+}
