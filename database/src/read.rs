@@ -14,7 +14,7 @@ use sqlx::{
     query::Query,
 };
 
-use crate::{Columns, Db, sqlite_reads::bind_numbered};
+use crate::{Columns, Db, SqliteDb, sqlite_reads::bind_numbered};
 
 /// What a row of a read becomes: a store implements it for its domain types, with its own
 /// error (which a driver's error converts into).
@@ -73,14 +73,7 @@ impl Db {
         params: impl Params<'_>,
     ) -> Result<Option<T>, T::Error> {
         match self {
-            Self::Sqlite(sqlite) => sqlite.reads.read(|connection| {
-                let mut statement = prepare(connection, sql, &params)?;
-                let mut rows = statement.raw_query();
-                match rows.next().map_err(driver)? {
-                    Some(row) => T::from_columns(row).map(Some),
-                    None => Ok(None),
-                }
-            }),
+            Self::Sqlite(sqlite) => read_sqlite(sqlite, sql, &params, 1).map(|mut rows| rows.pop()),
             Self::Postgres(pool) => {
                 let row: Option<PgRow> = params
                     .bind_postgres(sqlx::query(sql))
@@ -98,15 +91,7 @@ impl Db {
         params: impl Params<'_>,
     ) -> Result<Vec<T>, T::Error> {
         match self {
-            Self::Sqlite(sqlite) => sqlite.reads.read(|connection| {
-                let mut statement = prepare(connection, sql, &params)?;
-                let mut rows = statement.raw_query();
-                let mut found = Vec::new();
-                while let Some(row) = rows.next().map_err(driver)? {
-                    found.push(T::from_columns(row)?);
-                }
-                Ok(found)
-            }),
+            Self::Sqlite(sqlite) => read_sqlite(sqlite, sql, &params, usize::MAX),
             Self::Postgres(pool) => {
                 let rows: Vec<PgRow> = params.bind_postgres(sqlx::query(sql)).fetch_all(pool).await?;
                 rows.iter().map(T::from_columns).collect()
@@ -115,15 +100,26 @@ impl Db {
     }
 }
 
-/// `sql` prepared (or taken from the connection's cache) with `params` bound.
-fn prepare<'a, 'c>(
-    connection: &'c rusqlite::Connection,
+/// The first `most` rows `sql` finds, read on the calling thread: the statement prepared
+/// (or taken from the connection's cache), `params` bound, the rows stepped through.
+fn read_sqlite<'a, T: FromColumns>(
+    sqlite: &SqliteDb,
     sql: &str,
     params: &impl Params<'a>,
-) -> Result<rusqlite::CachedStatement<'c>, sqlx::Error> {
-    let mut statement = connection.prepare_cached(sql).map_err(driver)?;
-    params.bind_sqlite(&mut statement).map_err(driver)?;
-    Ok(statement)
+    most: usize,
+) -> Result<Vec<T>, T::Error> {
+    sqlite.reads.read(|connection| {
+        let mut statement = connection.prepare_cached(sql).map_err(driver)?;
+        params.bind_sqlite(&mut statement).map_err(driver)?;
+        let mut rows = statement.raw_query();
+        let mut found = Vec::new();
+        while found.len() < most
+            && let Some(row) = rows.next().map_err(driver)?
+        {
+            found.push(T::from_columns(row)?);
+        }
+        Ok(found)
+    })
 }
 
 fn driver(error: rusqlite::Error) -> sqlx::Error {
