@@ -1,10 +1,9 @@
 //! [`Db`]: one handle over either backend, and the few helpers that let a store write each
 //! statement once.
 //!
-//! Why an enum and a macro rather than `sqlx::Any` or a trait per backend: the driver types
-//! stay concrete, so a statement's code is type-checked (and compiled) once per backend,
-//! pool options and PostgreSQL's `LISTEN` stay available, and a store can still name the
-//! backend where the two really differ.
+//! Why an enum rather than `sqlx::Any` or a trait per backend: the driver types stay
+//! concrete, pool options and PostgreSQL's `LISTEN` stay available, and a store can still
+//! name the backend where the two really differ ([`crate::Tx::postgres`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,11 +11,10 @@ use serde::de::DeserializeOwned;
 use sqlx::{
     Row,
     postgres::{PgPool, PgRow},
-    sqlite::{SqlitePool, SqliteRow},
     types::Json,
 };
 
-use crate::SqliteReaders;
+use crate::{SqliteReaders, SqliteWriter};
 
 /// A service's database: a SQLite file or a pool of PostgreSQL connections. Cheap to clone
 /// (the connections are shared).
@@ -26,46 +24,12 @@ pub enum Db {
     Postgres(PgPool),
 }
 
-/// A SQLite file as a service uses it: reads on the calling thread through `reads`
-/// ([`SqliteReaders`] says why), and every write through the one connection of `writer`.
-///
-/// SQLite lets one connection write at a time. With writers spread over several
-/// connections, the others wait in SQLite's busy handler, which sleeps in steps of
-/// milliseconds while holding a connection and its worker thread; with one writer connection
-/// they wait in the pool's queue instead, in order, and are woken the moment it is free.
-/// Measured with `meshwork-bench load --rpc create-user` (64 in flight, both pinned): see the
-/// README's Benchmark section.
+/// A SQLite file as a service uses it: reads through `reads`, writes through the one
+/// connection of `writer` ([`crate::sqlite`] says why both run on the calling thread).
 #[derive(Debug, Clone)]
 pub struct SqliteDb {
     pub reads: Arc<SqliteReaders>,
-    pub writer: SqlitePool,
-}
-
-/// Runs `$body`, which writes, with `$pool` bound to whichever backend `$db` (a `&Db`) is:
-/// on SQLite the one writer connection's pool ([`SqliteDb`]), on PostgreSQL the one pool.
-/// The body is written once and compiled for each backend, so the same statements serve
-/// both. Both arms must give the same type, so rows become domain values (see [`Columns`])
-/// inside the body; a `?` in the body returns from the enclosing function. Reads use
-/// [`Db::fetch_optional`] and [`Db::fetch_all`].
-///
-/// ```text
-/// with_writer!(&self.db, |pool| {
-///     let mut tx = pool.begin().await?;
-///     sqlx::query(INSERT).bind(id).execute(&mut *tx).await?;
-///     tx.commit().await?;
-/// });
-/// ```
-#[macro_export]
-macro_rules! with_writer {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            $crate::Db::Sqlite(sqlite) => {
-                let $pool = &sqlite.writer;
-                $body
-            }
-            $crate::Db::Postgres($pool) => $body,
-        }
-    };
+    pub writer: Arc<SqliteWriter>,
 }
 
 impl Db {
@@ -85,7 +49,7 @@ impl Db {
                 Self::Sqlite(sqlite) => sqlite.reads.read(|connection| {
                     connection
                         .query_row("SELECT count(*) FROM sqlite_schema", (), |_| Ok(()))
-                        .map_err(crate::sqlite_reads::ReadError::from_driver)
+                        .map_err(crate::sqlite::SqliteError::from_driver)
                 }),
                 Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
             }
@@ -97,9 +61,8 @@ impl Db {
     }
 }
 
-/// The column types a store reads, the same way from a row of either backend. Generic
-/// code over `sqlx::Row` would need the decoding bounds of every type spelled out at each
-/// use; these methods spell them once.
+/// The column types a store reads, the same way from a row of either backend (sqlx's
+/// `PgRow`, rusqlite's `Row`).
 pub trait Columns {
     fn text(&self, column: &str) -> Result<String, sqlx::Error>;
     fn integer(&self, column: &str) -> Result<i64, sqlx::Error>;
@@ -109,36 +72,30 @@ pub trait Columns {
     fn optional_text(&self, column: &str) -> Result<Option<String>, sqlx::Error>;
     /// A binary column: `BYTEA` in PostgreSQL, `BLOB` in SQLite.
     fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error>;
-    /// A JSON column: `JSONB` in PostgreSQL, `TEXT` in SQLite (bound as `sqlx::types::Json`).
+    /// A JSON column: `JSONB` in PostgreSQL, `TEXT` in SQLite (bound as [`crate::Json`]).
     fn json<T: DeserializeOwned + 'static>(&self, column: &str) -> Result<T, sqlx::Error>;
 }
 
-macro_rules! columns_of {
-    ($($row:ty),+) => {$(
-        impl Columns for $row {
-            fn text(&self, column: &str) -> Result<String, sqlx::Error> {
-                self.try_get(column)
-            }
-            fn integer(&self, column: &str) -> Result<i64, sqlx::Error> {
-                self.try_get(column)
-            }
-            fn optional_integer(&self, column: &str) -> Result<Option<i64>, sqlx::Error> {
-                self.try_get(column)
-            }
-            fn optional_text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {
-                self.try_get(column)
-            }
-            fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error> {
-                self.try_get(column)
-            }
-            fn json<T: DeserializeOwned + 'static>(&self, column: &str) -> Result<T, sqlx::Error> {
-                self.try_get::<Json<T>, _>(column).map(|json| json.0)
-            }
-        }
-    )+};
+impl Columns for PgRow {
+    fn text(&self, column: &str) -> Result<String, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn integer(&self, column: &str) -> Result<i64, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn optional_integer(&self, column: &str) -> Result<Option<i64>, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn optional_text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn json<T: DeserializeOwned + 'static>(&self, column: &str) -> Result<T, sqlx::Error> {
+        self.try_get::<Json<T>, _>(column).map(|json| json.0)
+    }
 }
-
-columns_of!(SqliteRow, PgRow);
 
 /// Whether a driver error is about reaching the database (worth a retry, answered
 /// `UNAVAILABLE`) rather than about the statement.
@@ -198,16 +155,10 @@ mod tests {
     async fn one_statement_serves(db: &Db) {
         let insert = "INSERT INTO things (id, n, doc) VALUES ($2, $1, $3)";
         for (id, n) in [("a", 1_i64), ("b", 2), ("c", 3)] {
-            with_writer!(db, |pool| {
-                sqlx::query(insert)
-                    .bind(n)
-                    .bind(id)
-                    .bind(Json(vec![id.to_owned(); n as usize]))
-                    .execute(pool)
-                    .await
-                    .map(drop)
-            })
-            .unwrap();
+            let mut tx = db.begin().await.unwrap();
+            let doc = vec![id.to_owned(); n as usize];
+            tx.execute(insert, (n, id, crate::Json(&doc))).await.unwrap();
+            tx.commit().await.unwrap();
         }
         let select = "SELECT id, n, doc FROM things WHERE ($1 IS NULL OR id = $1 OR n = $2) ORDER BY id";
         let rows = |filter: Option<&'static str>, n: i64| async move {

@@ -6,29 +6,34 @@
 //!   password) and [`DatabasePoolConfig`], the pool settings; both are clap settings that a
 //!   service flattens into its own.
 //! - `open`: [`Db::open`], pools tuned per backend, and [`Migrations`] compiled into the binary.
-//! - `read`: [`Db::fetch_optional`] and [`Db::fetch_all`], a read statement written once
-//!   ([`Params`], [`FromColumns`]); on SQLite run on the calling thread by `sqlite_reads`
-//!   ([`SqliteReaders`], the rusqlite driver), on PostgreSQL by sqlx.
-//! - `db`: [`Db`], the [`with_writer!`] dispatch that runs one piece of code that writes on
-//!   either backend,
-//!   [`Columns`] to read a row of either backend, and how driver errors are sorted
-//!   ([`is_transient`]).
+//! - `statement`: what a statement written once for both backends takes and gives:
+//!   [`Params`] (its values, as a tuple), [`Json`], [`FromColumns`] (what a row becomes).
+//! - `read`: [`Db::fetch_optional`], [`Db::fetch_all`] and [`Db::execute`], one statement.
+//! - `write`: [`Db::begin`] and [`Tx`], a write transaction.
+//! - `sqlite`: SQLite on the calling thread (the rusqlite driver): [`SqliteReaders`] and the
+//!   one [`SqliteWriter`]. `postgres`: the same statements through sqlx, on any executor.
+//! - `db`: [`Db`], [`Columns`] to read a row of either backend, and how driver errors are
+//!   sorted ([`is_transient`]).
 //!
-//! One SQL text serves both backends: sqlx's SQLite driver binds `$1`-style numbered
-//! placeholders by their number, as PostgreSQL does (see the tests of `db`). What still
-//! differs between the backends is written by each service in one place.
+//! One SQL text serves both backends: `$1`-style placeholders are bound by their number on
+//! SQLite as on PostgreSQL (see the tests of `db`). What still differs between the
+//! backends is written by each service in one place.
 //!
 //! This crate knows nothing of gRPC or of the server runtime: readiness (`meshwork::server::
 //! Readiness`) is implemented by each store with [`Db::answers`].
 
 mod db;
 mod open;
+pub mod postgres;
 mod read;
 mod settings;
-mod sqlite_reads;
+pub mod sqlite;
+mod statement;
+mod write;
 
 pub use db::{Columns, Db, SqliteDb, is_transient};
 pub use open::{EmbeddedMigration, Migrations, OpenError};
-pub use read::{FromColumns, Param, Params};
 pub use settings::{DatabasePoolConfig, DatabaseUrl};
-pub use sqlite_reads::SqliteReaders;
+pub use sqlite::{SqliteReaders, SqliteTx, SqliteWriter};
+pub use statement::{FromColumns, Json, Param, Params};
+pub use write::Tx;

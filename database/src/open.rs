@@ -2,9 +2,9 @@
 //! binary (`include_str!`) so a binary needs no files beside it.
 //!
 //! - SQLite, the embedded default: WAL so readers never wait for the writer, one connection
-//!   for all writes (they queue in the pool, not in SQLite's sleeping busy handler), foreign
-//!   keys on (SQLite leaves them off by default), and a busy timeout for another process on
-//!   the same file.
+//!   for all writes ([`crate::SqliteWriter`]), foreign keys on (SQLite leaves them off by
+//!   default). sqlx creates the file and migrates it, on one connection closed afterwards;
+//!   the calls' statements then run through rusqlite ([`crate::sqlite`] says why).
 //! - PostgreSQL, for several replicas: a bounded pool, an acquire timeout (a call waits at
 //!   most that long for a connection, then is `UNAVAILABLE`), a `statement_timeout`, and
 //!   migrations under sqlx's advisory lock, so replicas starting together migrate once.
@@ -12,13 +12,13 @@
 use std::{borrow::Cow, path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
-    SqlSafeStr,
+    Connection as _, SqlSafeStr,
     migrate::{Migration, MigrationType, Migrator},
     postgres::{PgConnectOptions, PgPool, PgPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous},
 };
 
-use crate::{DatabasePoolConfig, DatabaseUrl, Db, SqliteDb, SqliteReaders, db::is_transient};
+use crate::{DatabasePoolConfig, DatabaseUrl, Db, SqliteDb, SqliteReaders, SqliteWriter, db::is_transient};
 
 /// One embedded migration: its version, a description and its SQL.
 pub type EmbeddedMigration = (i64, &'static str, &'static str);
@@ -72,8 +72,7 @@ pub enum OpenError {
 
 impl Db {
     /// Opens the database `url` names and brings its schema up to date. `pool` applies to
-    /// PostgreSQL; SQLite's pools are fixed in size (one file, one writer at a time) and
-    /// take only its acquire timeout.
+    /// PostgreSQL; of it SQLite takes only the acquire timeout, for its one writer.
     pub async fn open(
         url: &DatabaseUrl,
         pool: &DatabasePoolConfig,
@@ -81,11 +80,7 @@ impl Db {
     ) -> Result<Self, OpenError> {
         let shown = url.to_string();
         Ok(match url {
-            DatabaseUrl::Sqlite(path) => {
-                let db = open_sqlite(path, pool, &shown).await?;
-                run(migrator(migrations.table, migrations.sqlite), &db.writer, shown).await?;
-                Self::Sqlite(db)
-            }
+            DatabaseUrl::Sqlite(path) => Self::Sqlite(open_sqlite(path, pool, migrations, &shown).await?),
             DatabaseUrl::Postgres(url) => {
                 let db = open_postgres(url, pool, &shown).await?;
                 // `Migrator` takes a PostgreSQL advisory lock around the run: safe with
@@ -108,9 +103,14 @@ where
         .map_err(|source| OpenError::Migrate { path: shown, source })
 }
 
-/// Opens (creating if missing, with its directory) the SQLite database at `path`: the
-/// writer's connection first (it creates the file and sets WAL), then the readers.
-async fn open_sqlite(path: &Path, pool: &DatabasePoolConfig, shown: &str) -> Result<SqliteDb, OpenError> {
+/// Opens (creating if missing, with its directory) the SQLite database at `path` and
+/// migrates it, then opens its writer and its readers.
+async fn open_sqlite(
+    path: &Path,
+    pool: &DatabasePoolConfig,
+    migrations: &Migrations,
+    shown: &str,
+) -> Result<SqliteDb, OpenError> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
             path: shown.to_owned(),
@@ -124,33 +124,28 @@ async fn open_sqlite(path: &Path, pool: &DatabasePoolConfig, shown: &str) -> Res
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
-        // Another process writing the same file (two replicas on one volume) is waited for.
+        // Another process migrating the same file (two replicas on one volume) is waited for.
         .busy_timeout(Duration::from_secs(5));
     let connect_error = |source| OpenError::Connect {
         path: shown.to_owned(),
         source,
     };
-    let writer = writer_pool(pool)
-        .connect_with(options)
+    let mut migrating = SqliteConnection::connect_with(&options)
         .await
         .map_err(connect_error)?;
+    run(
+        migrator(migrations.table, migrations.sqlite),
+        &mut migrating,
+        shown.to_owned(),
+    )
+    .await?;
+    migrating.close().await.map_err(connect_error)?;
+    let writer = SqliteWriter::open(path, pool.database_acquire_timeout).map_err(connect_error)?;
     let reads = SqliteReaders::open(path).map_err(connect_error)?;
     Ok(SqliteDb {
         reads: Arc::new(reads),
-        writer,
+        writer: Arc::new(writer),
     })
-}
-
-/// The writer's pool of one connection; a write waits at most `DATABASE_ACQUIRE_TIMEOUT` for
-/// it (then `UNAVAILABLE`), as on PostgreSQL, rather than sqlx's default of 30 s.
-fn writer_pool(pool: &DatabasePoolConfig) -> SqlitePoolOptions {
-    SqlitePoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(pool.database_acquire_timeout)
-        // sqlx pings an idle connection before lending it out, by default: for SQLite that
-        // is one more round trip to the connection's worker thread per query, and it guards
-        // against nothing a local file does (a dropped network link, a restarted server).
-        .test_before_acquire(false)
 }
 
 /// How long a starting service waits for an unreachable PostgreSQL before it gives up.

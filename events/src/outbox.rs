@@ -12,8 +12,8 @@
 
 use std::sync::Arc;
 
-use meshwork_database::{Columns, Db, FromColumns};
-use sqlx::{Postgres, Sqlite, Transaction, postgres::PgListener};
+use meshwork_database::{Columns, Db, FromColumns, Tx};
+use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -89,8 +89,6 @@ struct Inner {
     table: &'static str,
     /// The service's full name (`user.v1.UserService`): CloudEvents' `ce-source`.
     source: &'static str,
-    /// The advisory lock writers take to append (PostgreSQL), derived from the table's name.
-    lock_key: i64,
     /// The advisory lock the relaying replica holds: another key, or holding it would block
     /// every writer.
     relay_key: i64,
@@ -104,8 +102,9 @@ struct Inner {
 /// wrapper: these are built from a table name chosen in code, never from input.
 struct Sql {
     insert: &'static str,
-    /// PostgreSQL: the lock, the insert and (when others listen) the notice, in one
-    /// statement, so the lock is held for one round trip and the commit.
+    /// PostgreSQL: the lock (its key derived from the table's name), the insert and (when
+    /// others listen) the notice, in one statement, so the lock is held for one round trip
+    /// and the commit.
     insert_locked: &'static str,
     unsent: &'static str,
     mark_sent: &'static str,
@@ -133,7 +132,8 @@ impl Sql {
             )),
             insert_locked: leak(format!(
                 "INSERT INTO {table} (event_id, subject, payload, occur_time, traceparent) \
-                 SELECT $1, $2, $3, $4, $5 FROM (SELECT pg_advisory_xact_lock($6){}) AS locked RETURNING seq",
+                 SELECT $1, $2, $3, $4, $5 FROM (SELECT pg_advisory_xact_lock({}){}) AS locked RETURNING seq",
+                lock_key(table),
                 if notify {
                     format!(", pg_notify('{table}', '')")
                 } else {
@@ -250,7 +250,6 @@ impl Outbox {
             inner: Arc::new(Inner {
                 table,
                 source,
-                lock_key: lock_key(table),
                 relay_key: lock_key(&format!("{table}.relay")),
                 written: watch::Sender::new(0),
                 sql: Sql::new(table, notify),
@@ -363,35 +362,25 @@ pub trait Append {
     ) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
 }
 
-impl Append for Transaction<'_, Sqlite> {
+impl Append for Tx {
     async fn append(&mut self, outbox: &Outbox, event: &NewEvent) -> Result<i64, sqlx::Error> {
-        let row = sqlx::query(outbox.inner.sql.insert)
-            .bind(event.id.to_string())
-            .bind(event.subject)
-            .bind(event.payload.as_slice())
-            .bind(event.occur_time)
-            .bind(current_traceparent())
-            .fetch_one(&mut **self)
-            .await?;
-        row.integer("seq")
-    }
-}
-
-impl Append for Transaction<'_, Postgres> {
-    async fn append(&mut self, outbox: &Outbox, event: &NewEvent) -> Result<i64, sqlx::Error> {
-        // The lock is taken before the row (and so its `seq`) is made. A notice, when sent,
-        // is delivered at commit and dropped on rollback; it is only a wake-up (a lost one
-        // delays a reader until its next poll, it loses nothing).
-        let row = sqlx::query(outbox.inner.sql.insert_locked)
-            .bind(event.id.to_string())
-            .bind(event.subject)
-            .bind(event.payload.as_slice())
-            .bind(event.occur_time)
-            .bind(current_traceparent())
-            .bind(outbox.inner.lock_key)
-            .fetch_one(&mut **self)
-            .await?;
-        row.integer("seq")
+        let sql = match self {
+            Tx::Sqlite(_) => outbox.inner.sql.insert,
+            // The lock is taken before the row (and so its `seq`) is made. A notice, when
+            // sent, is delivered at commit and dropped on rollback; it is only a wake-up (a
+            // lost one delays a reader until its next poll, it loses nothing).
+            Tx::Postgres(_) => outbox.inner.sql.insert_locked,
+        };
+        let (id, traceparent) = (event.id.to_string(), current_traceparent());
+        let row = (
+            id.as_str(),
+            event.subject,
+            event.payload.as_slice(),
+            event.occur_time,
+            traceparent.as_deref(),
+        );
+        let seq: Option<Seq> = self.fetch_optional(sql, row).await?;
+        seq.map(|seq| seq.0).ok_or(sqlx::Error::RowNotFound)
     }
 }
 
@@ -482,19 +471,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (db, outbox) = test_outbox(&dir).await;
         let written = outbox.written();
-        let Db::Sqlite(sqlite) = &db else { unreachable!() };
-        let pool = &sqlite.writer;
 
         let (first, second, dropped) = (event(1), event(2), event(3));
         for event in [&first, &second] {
-            let mut tx = pool.begin().await.unwrap();
+            let mut tx = db.begin().await.unwrap();
             tx.append(&outbox, event).await.unwrap();
             tx.commit().await.unwrap();
             outbox.committed();
         }
-        let mut tx = pool.begin().await.unwrap();
+        let mut tx = db.begin().await.unwrap();
         tx.append(&outbox, &dropped).await.unwrap();
-        tx.rollback().await.unwrap();
+        drop(tx);
 
         assert!(written.has_changed().unwrap(), "readers are woken");
         let events = outbox.after(&db, 0, 10).await.unwrap();
@@ -514,7 +501,7 @@ mod tests {
         assert_eq!(lock_key("user_outbox"), lock_key("user_outbox"));
         let outbox = Outbox::new("user_outbox", "user.v1.UserService");
         assert_ne!(
-            outbox.inner.lock_key,
+            lock_key(outbox.table()),
             outbox.relay_key(),
             "relaying never blocks writing"
         );

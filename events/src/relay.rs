@@ -16,10 +16,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, message::PublishMessage};
-use meshwork_database::Columns as _;
-use meshwork_database::{Db, FromColumns};
+use meshwork_database::{Columns, Db, FromColumns, Params, postgres};
 use meshwork_rpc::trace;
-use sqlx::{Connection as _, PgConnection, SqlitePool};
+use sqlx::{Connection as _, PgConnection};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -287,30 +286,15 @@ impl Relay {
     }
 }
 
-/// The right to relay, and the connection the relay's statements run on.
+/// The right to relay, and where the relay's statements run.
 enum Lease {
-    /// A SQLite file has one process: always granted; its statements run on the writer.
-    Sqlite(SqlitePool),
+    /// A SQLite file has one process: always granted.
+    Sqlite(Db),
     /// Holds the outbox's session advisory lock, on a connection of its own (not the pool's:
     /// it would take one from the calls for good), closed when dropped, so the lock never
-    /// outlives the relay's hold on it.
+    /// outlives the relay's hold on it. The relay's statements run on it too: when they fail,
+    /// the lock may be gone, and the relay stops until it holds it again.
     Postgres(PgConnection),
-}
-
-/// Runs `$body` with `$executor` bound to the lease's connection.
-macro_rules! on_lease {
-    ($lease:expr, |$executor:ident| $body:expr) => {
-        match $lease {
-            Lease::Sqlite(pool) => {
-                let $executor = &*pool;
-                $body
-            }
-            Lease::Postgres(connection) => {
-                let $executor = &mut *connection;
-                $body
-            }
-        }
-    };
 }
 
 impl Lease {
@@ -318,7 +302,7 @@ impl Lease {
     /// replica that waits for it keeps its connection in `candidate` for the next try.
     async fn take(db: &Db, outbox: &Outbox, candidate: &mut Option<PgConnection>) -> Option<Self> {
         let pool = match db {
-            Db::Sqlite(sqlite) => return Some(Self::Sqlite(sqlite.writer.clone())),
+            Db::Sqlite(_) => return Some(Self::Sqlite(db.clone())),
             Db::Postgres(pool) => pool,
         };
         let mut connection = match candidate.take() {
@@ -340,34 +324,28 @@ impl Lease {
     }
 
     async fn unsent(&mut self, outbox: &Outbox) -> Result<Vec<StoredEvent>, sqlx::Error> {
-        let sql = outbox.sql_unsent();
-        on_lease!(self, |executor| {
-            let rows = sqlx::query(sql).bind(BATCH).fetch_all(executor).await?;
-            rows.iter().map(StoredEvent::from_columns).collect()
-        })
+        let (sql, params) = (outbox.sql_unsent(), (BATCH,));
+        match self {
+            Self::Sqlite(db) => db.fetch_all(sql, params).await,
+            Self::Postgres(connection) => postgres::fetch_all(connection, sql, params).await,
+        }
     }
 
     async fn mark_sent(&mut self, outbox: &Outbox, through: i64) -> Result<(), sqlx::Error> {
-        let sql = outbox.sql_mark_sent();
-        on_lease!(self, |executor| {
-            sqlx::query(sql)
-                .bind(now_micros())
-                .bind(through)
-                .execute(executor)
-                .await?;
-        });
-        Ok(())
+        self.execute(outbox.sql_mark_sent(), (now_micros(), through))
+            .await
+            .map(drop)
     }
 
     /// The newest event that may go: sent, older than `before`, and with nothing unsent or
     /// newer before it.
     async fn prunable_through(&mut self, outbox: &Outbox, before: i64) -> Result<Option<i64>, sqlx::Error> {
-        let sql = outbox.sql_prune_boundary();
-        let keep_from = on_lease!(self, |executor| {
-            let row = sqlx::query(sql).bind(before).fetch_one(executor).await?;
-            row.optional_integer("keep_from")?
-        });
-        Ok(match keep_from {
+        let (sql, params) = (outbox.sql_prune_boundary(), (before,));
+        let boundary: Option<KeepFrom> = match self {
+            Self::Sqlite(db) => db.fetch_optional(sql, params).await?,
+            Self::Postgres(connection) => postgres::fetch_optional(connection, sql, params).await?,
+        };
+        Ok(match boundary.and_then(|boundary| boundary.0) {
             Some(first_kept) => (first_kept > 1).then_some(first_kept - 1),
             // Everything is old and sent.
             None => Some(i64::MAX),
@@ -376,15 +354,25 @@ impl Lease {
 
     /// Deletes up to [`PRUNE_BATCH`] of the oldest events up to `through`; how many it did.
     async fn prune(&mut self, outbox: &Outbox, through: i64) -> Result<u64, sqlx::Error> {
-        let sql = outbox.sql_prune();
-        on_lease!(self, |executor| {
-            let done = sqlx::query(sql)
-                .bind(through)
-                .bind(PRUNE_BATCH as i64)
-                .execute(executor)
-                .await?;
-            Ok(done.rows_affected())
-        })
+        self.execute(outbox.sql_prune(), (through, PRUNE_BATCH as i64))
+            .await
+    }
+
+    async fn execute(&mut self, sql: &'static str, params: impl Params<'_>) -> Result<u64, sqlx::Error> {
+        match self {
+            Self::Sqlite(db) => db.execute(sql, params).await,
+            Self::Postgres(connection) => postgres::execute(connection, sql, params).await,
+        }
+    }
+}
+
+/// The first event to keep (`NULL` when every one may go).
+struct KeepFrom(Option<i64>);
+
+impl FromColumns for KeepFrom {
+    type Error = sqlx::Error;
+    fn from_columns(row: &impl Columns) -> Result<Self, sqlx::Error> {
+        row.optional_integer("keep_from").map(Self)
     }
 }
 
@@ -402,20 +390,16 @@ mod tests {
     async fn pruning_deletes_only_an_old_and_sent_prefix() {
         let dir = tempfile::tempdir().unwrap();
         let (db, outbox) = test_outbox(&dir).await;
-        let Db::Sqlite(sqlite) = &db else { unreachable!() };
-        let pool = &sqlite.writer;
         // Three old events and a new one; the first and the third sent.
         for occur_time in [1, 2, 3, now_micros()] {
             let event = NewEvent::new("meshwork.test.v1.happened", occur_time, |_| vec![]);
-            let mut tx = pool.begin().await.unwrap();
+            let mut tx = db.begin().await.unwrap();
             tx.append(&outbox, &event).await.unwrap();
             tx.commit().await.unwrap();
         }
-        let mut lease = Lease::Sqlite(pool.clone());
-        for seq in [1, 3] {
-            sqlx::query("UPDATE test_outbox SET sent_time = 1 WHERE seq = $1")
-                .bind(seq)
-                .execute(pool)
+        let mut lease = Lease::Sqlite(db.clone());
+        for seq in [1_i64, 3] {
+            db.execute("UPDATE test_outbox SET sent_time = 1 WHERE seq = $1", (seq,))
                 .await
                 .unwrap();
         }

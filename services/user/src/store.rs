@@ -10,9 +10,7 @@
 
 use async_trait::async_trait;
 use meshwork::{error::ApiError, server::Readiness};
-use meshwork_database::{
-    Columns, DatabasePoolConfig, DatabaseUrl, Db, FromColumns, Migrations, OpenError, with_writer,
-};
+use meshwork_database::{Columns, DatabasePoolConfig, DatabaseUrl, Db, FromColumns, Migrations, OpenError};
 use meshwork_events::{Append, NewEvent, Outbox};
 use meshwork_proto::user::v1::{self as pb, UserEventType};
 use prost::Message;
@@ -91,19 +89,17 @@ impl UserStore {
     #[tracing::instrument(name = "INSERT users", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "INSERT", db.collection.name = "users"))]
     pub async fn create(&self, user: &User) -> Result<(), StoreError> {
         let event = user_event(UserEventType::Created, user, user.create_time);
-        with_writer!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
-            sqlx::query(INSERT)
-                .bind(user.id.as_str())
-                .bind(user.name.as_str())
-                .bind(user.email.as_str())
-                .bind(user.create_time)
-                .bind(user.update_time)
-                .execute(&mut *tx)
-                .await?;
-            tx.append(&self.outbox, &event).await?;
-            tx.commit().await?;
-        });
+        let row = (
+            user.id.as_str(),
+            user.name.as_str(),
+            user.email.as_str(),
+            user.create_time,
+            user.update_time,
+        );
+        let mut tx = self.db.begin().await?;
+        tx.execute(INSERT, row).await?;
+        tx.append(&self.outbox, &event).await?;
+        tx.commit().await?;
         self.outbox.committed();
         Ok(())
     }
@@ -124,21 +120,16 @@ impl UserStore {
     /// Applies `changes` at time `now` and returns the changed user.
     #[tracing::instrument(name = "UPDATE users", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "UPDATE", db.collection.name = "users"))]
     pub async fn update(&self, changes: &UserChanges, now: i64) -> Result<User, StoreError> {
-        let user = with_writer!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
-            let row = sqlx::query(UPDATE)
-                .bind(changes.name.as_ref().map(|name| name.as_str()))
-                .bind(changes.email.as_ref().map(|email| email.as_str()))
-                .bind(now)
-                .bind(changes.id.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-            let user = User::from_columns(&row)?;
-            tx.append(&self.outbox, &user_event(UserEventType::Updated, &user, now))
-                .await?;
-            tx.commit().await?;
-            user
-        });
+        let name = changes.name.as_ref().map(|name| name.as_str());
+        let email = changes.email.as_ref().map(|email| email.as_str());
+        let mut tx = self.db.begin().await?;
+        let updated: Option<User> = tx
+            .fetch_optional(UPDATE, (name, email, now, changes.id.as_str()))
+            .await?;
+        let user = updated.ok_or(StoreError::NotFound)?;
+        tx.append(&self.outbox, &user_event(UserEventType::Updated, &user, now))
+            .await?;
+        tx.commit().await?;
         self.outbox.committed();
         Ok(user)
     }
@@ -146,20 +137,12 @@ impl UserStore {
     /// Removes the user with this id at time `now`; its event carries the user as it was.
     #[tracing::instrument(name = "DELETE users", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "DELETE", db.collection.name = "users"))]
     pub async fn delete(&self, id: &UserId, now: i64) -> Result<(), StoreError> {
-        with_writer!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
-            let row = sqlx::query(DELETE)
-                .bind(id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(row) = row else {
-                return Err(StoreError::NotFound);
-            };
-            let user = User::from_columns(&row)?;
-            tx.append(&self.outbox, &user_event(UserEventType::Deleted, &user, now))
-                .await?;
-            tx.commit().await?;
-        });
+        let mut tx = self.db.begin().await?;
+        let deleted: Option<User> = tx.fetch_optional(DELETE, (id.as_str(),)).await?;
+        let user = deleted.ok_or(StoreError::NotFound)?;
+        tx.append(&self.outbox, &user_event(UserEventType::Deleted, &user, now))
+            .await?;
+        tx.commit().await?;
         self.outbox.committed();
         Ok(())
     }

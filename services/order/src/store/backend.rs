@@ -10,7 +10,7 @@
 //! take turns. SQLite has one writer at a time, and both transactions begin with a write, so
 //! they take turns already.
 
-use sqlx::{Postgres, Sqlite, Transaction};
+use meshwork_database::{Tx, postgres};
 
 use crate::domain::UserId;
 
@@ -19,22 +19,18 @@ pub(super) trait LockUser {
     async fn lock_user(&mut self, user_id: &UserId) -> Result<(), sqlx::Error>;
 }
 
-impl LockUser for Transaction<'_, Sqlite> {
-    async fn lock_user(&mut self, _user_id: &UserId) -> Result<(), sqlx::Error> {
-        Ok(())
-    }
-}
-
-impl LockUser for Transaction<'_, Postgres> {
+impl LockUser for Tx {
     async fn lock_user(&mut self, user_id: &UserId) -> Result<(), sqlx::Error> {
+        let Some(connection) = self.postgres() else {
+            // SQLite: the transaction holds the file's write lock already.
+            return Ok(());
+        };
         // Two-key form: the first key says "a user of order-service", so these never collide
         // with the outbox's own lock (one 64-bit key).
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-            .bind(ORDER_USERS)
-            .bind(user_id.as_str())
-            .execute(&mut **self)
-            .await?;
-        Ok(())
+        let lock = "SELECT pg_advisory_xact_lock($1, hashtext($2))";
+        postgres::execute(connection, lock, (ORDER_USERS, user_id.as_str()))
+            .await
+            .map(drop)
     }
 }
 

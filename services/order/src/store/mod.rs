@@ -1,8 +1,7 @@
 //! Where orders are kept: [`OrderStore`], one store over SQLite and PostgreSQL.
 //!
 //! Every statement is the same text on both backends (`$n` placeholders, `ON CONFLICT`,
-//! `RETURNING`; `items` is bound and read as JSON, which sqlx maps to PostgreSQL's `JSONB`
-//! and to SQLite's `TEXT`). What really differs is written in [`backend`]. The schemas
+//! `RETURNING`; `items` is bound and read as JSON: PostgreSQL's `JSONB`, SQLite's `TEXT`). What really differs is written in [`backend`]. The schemas
 //! differ too, in `migrations/<backend>/`.
 //!
 //! Every change writes its event (`order.v1.OrderEvent`) to the outbox `order_outbox` in
@@ -15,12 +14,11 @@ mod backend;
 use async_trait::async_trait;
 use meshwork::{error::ApiError, server::Readiness};
 use meshwork_database::{
-    Columns, DatabasePoolConfig, DatabaseUrl, Db, FromColumns, Migrations, OpenError, with_writer,
+    Columns, DatabasePoolConfig, DatabaseUrl, Db, FromColumns, Json, Migrations, OpenError,
 };
 use meshwork_events::{Append, NewEvent, Outbox};
 use meshwork_proto::order::v1::{self as pb, OrderEventType};
 use prost::Message;
-use sqlx::types::Json;
 
 use crate::domain::{Fingerprint, Idempotency, Order, OrderId, OrderStatus, RequestId, StoredOrder, UserId};
 use backend::LockUser;
@@ -156,29 +154,25 @@ impl OrderStore {
     #[tracing::instrument(name = "INSERT orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "INSERT", db.collection.name = "orders"))]
     pub async fn insert(&self, order: &Order, key: Option<&Idempotency>) -> Result<Inserted, StoreError> {
         let event = order_event(OrderEventType::Created, order, order.create_time);
-        let created = with_writer!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
-            // Against a deletion's cancellations running at the same time (PostgreSQL).
-            tx.lock_user(&order.user_id).await?;
-            let inserted = sqlx::query(INSERT)
-                .bind(order.id.as_str())
-                .bind(order.user_id.as_str())
-                .bind(Json(&order.items))
-                .bind(order.total_cents.get())
-                .bind(order.status.as_str())
-                .bind(order.create_time)
-                .bind(order.update_time)
-                .bind(key.map(|key| key.request_id.as_str()))
-                .bind(key.map(|key| key.fingerprint.as_str()))
-                .execute(&mut *tx)
-                .await?;
-            let created = inserted.rows_affected() == 1;
-            if created {
-                tx.append(&self.outbox, &event).await?;
-            }
-            tx.commit().await?;
-            created
-        });
+        let row = (
+            order.id.as_str(),
+            order.user_id.as_str(),
+            Json(&order.items),
+            order.total_cents.get(),
+            order.status.as_str(),
+            order.create_time,
+            order.update_time,
+            key.map(|key| key.request_id.as_str()),
+            key.map(|key| key.fingerprint.as_str()),
+        );
+        let mut tx = self.db.begin().await?;
+        // Against a deletion's cancellations running at the same time (PostgreSQL).
+        tx.lock_user(&order.user_id).await?;
+        let created = tx.execute(INSERT, row).await? == 1;
+        if created {
+            tx.append(&self.outbox, &event).await?;
+        }
+        tx.commit().await?;
         if created {
             self.outbox.committed();
             return Ok(Inserted::Created);
@@ -222,37 +216,21 @@ impl OrderStore {
     /// Cancels a pending order at time `now` and returns it.
     #[tracing::instrument(name = "UPDATE orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "UPDATE", db.collection.name = "orders"))]
     pub async fn cancel(&self, id: &OrderId, now: i64) -> Result<Order, StoreError> {
-        let cancelled = with_writer!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
-            let row = sqlx::query(CANCEL)
-                .bind(now)
-                .bind(id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-            match row {
-                Some(row) => {
-                    let order = Order::from_columns(&row)?;
-                    tx.append(&self.outbox, &order_event(OrderEventType::Cancelled, &order, now))
-                        .await?;
-                    tx.commit().await?;
-                    Some(order)
-                }
-                None => {
-                    tx.rollback().await?;
-                    None
-                }
-            }
-        });
-        match cancelled {
-            Some(order) => {
-                self.outbox.committed();
-                Ok(order)
-            }
-            None => match self.get(id).await? {
+        let mut tx = self.db.begin().await?;
+        let cancelled: Option<Order> = tx.fetch_optional(CANCEL, (now, id.as_str())).await?;
+        let Some(order) = cancelled else {
+            // Nothing changed: the transaction is rolled back as it is dropped.
+            drop(tx);
+            return match self.get(id).await? {
                 order if order.status == OrderStatus::Cancelled => Err(StoreError::AlreadyCancelled),
                 _ => Err(StoreError::NotFound),
-            },
-        }
+            };
+        };
+        tx.append(&self.outbox, &order_event(OrderEventType::Cancelled, &order, now))
+            .await?;
+        tx.commit().await?;
+        self.outbox.committed();
+        Ok(order)
     }
 
     /// The saga's step for a deleted user: records the deletion (later orders for the user
@@ -260,29 +238,15 @@ impl OrderStore {
     /// event, in one transaction. Doing it again changes nothing and returns no order.
     #[tracing::instrument(name = "UPDATE orders", skip_all, fields(otel.kind = "client", db.system = self.db.system(), db.operation = "UPDATE", db.collection.name = "orders"))]
     pub async fn user_deleted(&self, user_id: &UserId, now: i64) -> Result<Vec<Order>, StoreError> {
-        let cancelled = with_writer!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
-            tx.lock_user(user_id).await?;
-            sqlx::query(MARK_DELETED)
-                .bind(user_id.as_str())
-                .bind(now)
-                .execute(&mut *tx)
+        let mut tx = self.db.begin().await?;
+        tx.lock_user(user_id).await?;
+        tx.execute(MARK_DELETED, (user_id.as_str(), now)).await?;
+        let cancelled: Vec<Order> = tx.fetch_all(CANCEL_ALL_OF_USER, (now, user_id.as_str())).await?;
+        for order in &cancelled {
+            tx.append(&self.outbox, &order_event(OrderEventType::Cancelled, order, now))
                 .await?;
-            let rows = sqlx::query(CANCEL_ALL_OF_USER)
-                .bind(now)
-                .bind(user_id.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
-            let mut cancelled = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let order = Order::from_columns(row)?;
-                tx.append(&self.outbox, &order_event(OrderEventType::Cancelled, &order, now))
-                    .await?;
-                cancelled.push(order);
-            }
-            tx.commit().await?;
-            cancelled
-        });
+        }
+        tx.commit().await?;
         self.outbox.committed();
         Ok(cancelled)
     }
@@ -569,16 +533,12 @@ mod tests {
             ..MIGRATIONS
         };
         let old = Db::open(&url, &pool, &version_1).await.unwrap();
-        with_writer!(&old, |pool| {
-            sqlx::query(concat!(
-                "INSERT INTO orders (",
-                columns!(),
-                ", request_id) VALUES ('o-1', 'ada', '[]', 0, 'PENDING', 1, 1, 'r-1')"
-            ))
-            .execute(pool)
-            .await
-            .unwrap();
-        });
+        let insert = concat!(
+            "INSERT INTO orders (",
+            columns!(),
+            ", request_id) VALUES ('o-1', 'ada', '[]', 0, 'PENDING', 1, 1, 'r-1')"
+        );
+        old.execute(insert, ()).await.unwrap();
         drop(old);
 
         let store = OrderStore::open(&url, &pool).await.unwrap();
