@@ -80,7 +80,7 @@ impl Tx {
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
-            Self::Sqlite(tx) => tx.commit(),
+            Self::Sqlite(tx) => tx.commit().await,
             Self::Postgres(tx) => tx.commit().await,
         }
     }

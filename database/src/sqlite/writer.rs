@@ -12,6 +12,16 @@
 //! way: a `BEGIN IMMEDIATE` answered busy is tried again after a pause, up to
 //! `DATABASE_ACQUIRE_TIMEOUT`, and then the write is `UNAVAILABLE`.
 //!
+//! Group commit: a transaction is a savepoint in the writer's open transaction, and the
+//! COMMIT, which writes the WAL frames of every page changed, is shared by the writers that
+//! came while it was open. A writer that has released its savepoint gives up its turn and
+//! queues for the lock again, behind the writers that were waiting; when its turn comes,
+//! either one of them has committed (its answer is that commit's) or it commits them all.
+//! The lock is fair, so a commit waits for at most the writers queued when it asked, and
+//! nobody is answered before their rows are committed. Under load the pages a write changes
+//! (the table's last leaf, its indexes', the outbox's) are written once per commit, not once
+//! per call.
+//!
 //! Checkpoints (the WAL copied back into the file, with its `fsync`s) run every
 //! [`CHECKPOINT_EVERY`] commits on a thread of their own, not inside a call's commit, but
 //! they take their turn on the writers' lock: a checkpoint that races the writer never
@@ -21,11 +31,11 @@
 
 use std::{
     path::Path,
-    sync::{Arc, Weak, mpsc},
+    sync::{Arc, OnceLock, Weak, mpsc},
     time::Duration,
 };
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, ffi};
 use tokio::{
     sync::{Mutex, OwnedMutexGuard},
     time::Instant,
@@ -44,9 +54,17 @@ pub struct SqliteWriter {
 #[derive(Debug)]
 struct Writing {
     connection: Connection,
+    /// The open transaction's batch: the writers whose savepoints it holds.
+    batch: Option<Arc<Batch>>,
     commits: u64,
     /// Asks the checkpoint thread for a checkpoint; it ends when this is dropped.
     checkpoint: mpsc::SyncSender<()>,
+}
+
+/// The outcome of one shared COMMIT, set once by whoever ends it.
+#[derive(Debug, Default)]
+struct Batch {
+    outcome: OnceLock<Result<(), ffi::Error>>,
 }
 
 /// Commits between two checkpoints. A write of the stores changes a handful of pages, so
@@ -67,6 +85,7 @@ impl SqliteWriter {
         let (checkpoint, asked) = mpsc::sync_channel(1);
         let writing = Arc::new(Mutex::new(Writing {
             connection,
+            batch: None,
             commits: 0,
             checkpoint,
         }));
@@ -87,54 +106,164 @@ impl SqliteWriter {
     /// timeout.
     pub async fn begin(&self) -> Result<SqliteTx, sqlx::Error> {
         let deadline = Instant::now() + self.acquire_timeout;
-        let writing = tokio::time::timeout_at(deadline, self.writing.clone().lock_owned())
+        let mut writing = tokio::time::timeout_at(deadline, self.writing.clone().lock_owned())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?;
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match run(&writing.connection, "BEGIN IMMEDIATE") {
-                Ok(()) => return Ok(SqliteTx { writing }),
-                Err(error) if is_busy(&error) && Instant::now() + pause < deadline => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(MAX_BUSY_PAUSE);
-                }
-                Err(error) if is_busy(&error) => return Err(sqlx::Error::PoolTimedOut),
-                Err(error) => return Err(SqliteError::from_driver(error)),
+        if writing.batch.is_none() {
+            begin_immediate(&mut writing, deadline).await?;
+        }
+        let batch = writing.batch.get_or_insert_default().clone();
+        if let Err(error) = run(&writing.connection, "SAVEPOINT write") {
+            writing.end_batch();
+            return Err(SqliteError::from_driver(error));
+        }
+        Ok(SqliteTx {
+            writing: Some(writing),
+            batch,
+        })
+    }
+}
+
+/// `BEGIN IMMEDIATE`, tried again after a pause while another process writes the file, up
+/// to `deadline`. (`&mut Writing`, not `&Connection`: a future that holds a shared
+/// reference to the connection across an `.await` is not `Send`.)
+async fn begin_immediate(writing: &mut Writing, deadline: Instant) -> Result<(), sqlx::Error> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match run(&writing.connection, "BEGIN IMMEDIATE") {
+            Ok(()) => return Ok(()),
+            Err(error) if is_busy(&error) && Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_BUSY_PAUSE);
             }
+            Err(error) if is_busy(&error) => return Err(sqlx::Error::PoolTimedOut),
+            Err(error) => return Err(SqliteError::from_driver(error)),
         }
     }
 }
 
-/// A write transaction on the [`SqliteWriter`]; rolled back if dropped before
-/// [`SqliteTx::commit`] (a failed statement, a cancelled call).
+impl Writing {
+    /// Commits the open transaction, if any, and gives every writer in it the outcome.
+    fn end_batch(&mut self) {
+        let Some(batch) = self.batch.take() else {
+            return;
+        };
+        let outcome = run(&self.connection, "COMMIT").map_err(|error| match error.sqlite_error() {
+            Some(code) => *code,
+            None => ffi::Error::new(ffi::SQLITE_ERROR),
+        });
+        if outcome.is_err() && !self.connection.is_autocommit() {
+            let _ = run(&self.connection, "ROLLBACK");
+        }
+        let _ = batch.outcome.set(outcome);
+        self.commits += 1;
+        if self.commits.is_multiple_of(CHECKPOINT_EVERY) {
+            // Full: one is asked for already.
+            let _ = self.checkpoint.try_send(());
+        }
+    }
+
+    /// SQLite rolled the whole transaction back (an I/O error, a full disk): the writes of
+    /// the batch are gone, and their writers are told so.
+    fn batch_rolled_back(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            // BUSY: transient, the caller may try again.
+            let _ = batch.outcome.set(Err(ffi::Error::new(ffi::SQLITE_BUSY)));
+        }
+    }
+}
+
+/// A write transaction on the [`SqliteWriter`]: a savepoint in the writer's open
+/// transaction. Rolled back if dropped before [`SqliteTx::commit`] (a failed statement, a
+/// cancelled call).
 #[derive(Debug)]
 pub struct SqliteTx {
-    writing: OwnedMutexGuard<Writing>,
+    /// Held from `begin` to the savepoint's release.
+    writing: Option<OwnedMutexGuard<Writing>>,
+    batch: Arc<Batch>,
 }
 
 impl SqliteTx {
     pub(crate) fn connection(&self) -> &Connection {
-        &self.writing.connection
+        &self.writing.as_ref().expect("held until commit").connection
     }
 
-    pub(crate) fn commit(mut self) -> Result<(), sqlx::Error> {
-        run(&self.writing.connection, "COMMIT").map_err(SqliteError::from_driver)?;
-        self.writing.commits += 1;
-        if self.writing.commits.is_multiple_of(CHECKPOINT_EVERY) {
-            // Full: one is asked for already.
-            let _ = self.writing.checkpoint.try_send(());
+    /// Releases the savepoint, then waits for the commit that holds it (see the module's
+    /// documentation): its outcome is this transaction's.
+    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let committed = self.release()?;
+        committed.wait().await
+    }
+
+    /// Releases the savepoint and the writers' lock. Not async: the future of `commit`
+    /// must not hold a reference to the connection, which is `Send` but not `Sync`.
+    fn release(&mut self) -> Result<Committed, sqlx::Error> {
+        let writing = self.writing.take().expect("held until commit");
+        if let Err(error) = run(&writing.connection, "RELEASE write") {
+            self.writing = Some(writing);
+            return Err(SqliteError::from_driver(error));
         }
-        Ok(())
+        Ok(Committed {
+            turns: OwnedMutexGuard::mutex(&writing).clone(),
+            batch: self.batch.clone(),
+        })
     }
 }
 
 impl Drop for SqliteTx {
     fn drop(&mut self) {
-        // After a commit, or after an error that made SQLite roll back by itself, there is
-        // no transaction left to end.
-        if !self.writing.connection.is_autocommit() {
-            let _ = run(&self.writing.connection, "ROLLBACK");
+        let Some(writing) = self.writing.as_mut() else {
+            return;
+        };
+        // After an error that made SQLite roll back by itself, there is no transaction
+        // left: the batch's other writes went with it.
+        if writing.connection.is_autocommit() {
+            writing.batch_rolled_back();
+            return;
         }
+        if run(&writing.connection, "ROLLBACK TO write").is_err()
+            || run(&writing.connection, "RELEASE write").is_err()
+        {
+            let _ = run(&writing.connection, "ROLLBACK");
+            writing.batch_rolled_back();
+        }
+    }
+}
+
+/// A released savepoint waiting for its commit. If the caller stops waiting (a cancelled
+/// call), a task takes its place, so a batch is never left open with nobody to commit it.
+struct Committed {
+    turns: Arc<Mutex<Writing>>,
+    batch: Arc<Batch>,
+}
+
+impl Committed {
+    async fn wait(self) -> Result<(), sqlx::Error> {
+        let mut writing = self.turns.clone().lock_owned().await;
+        if self.batch.outcome.get().is_none() {
+            writing.end_batch();
+        }
+        drop(writing);
+        let outcome = *self.batch.outcome.get().expect("the batch has ended");
+        outcome.map_err(|code| SqliteError::from_driver(rusqlite::Error::SqliteFailure(code, None)))
+    }
+}
+
+impl Drop for Committed {
+    fn drop(&mut self) {
+        if self.batch.outcome.get().is_some() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (turns, batch) = (self.turns.clone(), self.batch.clone());
+        runtime.spawn(async move {
+            let mut writing = turns.lock_owned().await;
+            if batch.outcome.get().is_none() {
+                writing.end_batch();
+            }
+        });
     }
 }
 
@@ -172,7 +301,10 @@ fn checkpoint_when_asked(turns: &Weak<Mutex<Writing>>, asked: &mpsc::Receiver<()
         let Some(writing) = turns.upgrade() else {
             return;
         };
-        let writing = writing.blocking_lock();
+        let mut writing = writing.blocking_lock();
+        // A checkpoint needs no transaction open on its connection: the writers waiting for
+        // the open one's commit get it now.
+        writing.end_batch();
         let checkpoint = writing
             .connection
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", (), |_| Ok(()));
@@ -205,6 +337,12 @@ mod tests {
             .unwrap()
     }
 
+    fn insert(tx: &SqliteTx, n: i64) {
+        tx.connection()
+            .execute("INSERT INTO things (n) VALUES (?1)", (n,))
+            .unwrap();
+    }
+
     /// A transaction dropped without its commit (a cancelled call) leaves nothing behind,
     /// and the next writer gets the connection.
     #[tokio::test]
@@ -213,15 +351,68 @@ mod tests {
         let path = database(&dir);
         let writer = SqliteWriter::open(&path, Duration::from_secs(1)).unwrap();
         let tx = writer.begin().await.unwrap();
-        tx.connection()
-            .execute("INSERT INTO things (n) VALUES (1)", ())
-            .unwrap();
+        insert(&tx, 1);
         drop(tx);
         let tx = writer.begin().await.unwrap();
-        tx.connection()
-            .execute("INSERT INTO things (n) VALUES (2)", ())
-            .unwrap();
-        tx.commit().unwrap();
+        insert(&tx, 2);
+        tx.commit().await.unwrap();
+        assert_eq!(count(&path), 1);
+    }
+
+    /// A write that arrives while another waits for its commit joins that commit; one of
+    /// them rolled back leaves the others, and each is on the file when its commit returns.
+    #[tokio::test]
+    async fn writes_waiting_together_share_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = database(&dir);
+        let writer = SqliteWriter::open(&path, Duration::from_secs(1)).unwrap();
+        // This test's runtime has one thread: a spawned commit starts when the next
+        // `begin` waits for the writers' lock, and then queues behind it.
+        let first = writer.begin().await.unwrap();
+        insert(&first, 1);
+        let first = tokio::spawn(first.commit());
+        let second = writer.begin().await.unwrap();
+        insert(&second, 2);
+        drop(second);
+        first.await.unwrap().unwrap();
+        assert_eq!(count(&path), 1, "the first write, not the second");
+
+        let third = writer.begin().await.unwrap();
+        insert(&third, 3);
+        let third = tokio::spawn(third.commit());
+        let fourth = writer.begin().await.unwrap();
+        insert(&fourth, 4);
+        let fourth = tokio::spawn(fourth.commit());
+        third.await.unwrap().unwrap();
+        fourth.await.unwrap().unwrap();
+
+        let things = Connection::open(&path).unwrap();
+        let mut rows = things.prepare("SELECT n FROM things ORDER BY n").unwrap();
+        let found: Vec<i64> = rows
+            .query_map((), |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(found, [1, 3, 4]);
+        assert_eq!(writer.writing.lock().await.commits, 2, "one commit for each pair");
+    }
+
+    /// A writer that stops waiting for its commit (a cancelled call) does not leave the
+    /// transaction open: it is committed for it.
+    #[tokio::test]
+    async fn a_commit_nobody_waits_for_still_happens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = database(&dir);
+        let writer = SqliteWriter::open(&path, Duration::from_secs(1)).unwrap();
+        let tx = writer.begin().await.unwrap();
+        insert(&tx, 1);
+        let waiting = tokio::spawn(tx.commit());
+        let next = writer.begin().await.unwrap();
+        waiting.abort();
+        assert!(waiting.await.unwrap_err().is_cancelled());
+        drop(next);
+        // Behind the task that committed in its place.
+        drop(writer.begin().await.unwrap());
         assert_eq!(count(&path), 1);
     }
 
@@ -240,7 +431,7 @@ mod tests {
 
         other.execute_batch("COMMIT").unwrap();
         let tx = writer.begin().await.unwrap();
-        tx.commit().unwrap();
+        tx.commit().await.unwrap();
     }
 
     /// Writers queue for the connection: one that waits longer than the acquire timeout
@@ -277,7 +468,7 @@ mod tests {
                 tx.connection()
                     .execute("INSERT INTO things VALUES (?1, zeroblob(4000))", (n as i64,))
                     .unwrap();
-                tx.commit().unwrap();
+                tx.commit().await.unwrap();
             }
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while size(&path) < checkpointed + 100 * 4000 {
