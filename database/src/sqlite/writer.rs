@@ -60,6 +60,8 @@ struct Writing {
     batch: Option<Arc<Batch>>,
     /// Writes released into a batch, for the checkpoint's pace.
     writes: u64,
+    /// The checkpoint after the commit that takes `writes` to this.
+    checkpoint_after: u64,
     /// Asks the checkpoint thread for a checkpoint; it ends when this is dropped.
     checkpoint: mpsc::SyncSender<()>,
 }
@@ -93,6 +95,7 @@ impl SqliteWriter {
             connection,
             batch: None,
             writes: 0,
+            checkpoint_after: CHECKPOINT_EVERY,
             checkpoint,
         }));
         // Weak: the thread must not keep the writer (and so its own channel) alive.
@@ -115,6 +118,7 @@ impl SqliteWriter {
         let mut writing = tokio::time::timeout_at(deadline, self.writing.clone().lock_owned())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?;
+        writing.settle();
         // The first writer of a batch needs no savepoint: if it fails, it is alone in the
         // transaction, and the whole of it is rolled back.
         let first = writing.batch.is_none();
@@ -151,6 +155,19 @@ async fn begin_immediate(writing: &mut Writing, deadline: Instant) -> Result<(),
 }
 
 impl Writing {
+    /// Makes the connection's state agree with `batch` before a writer starts: a batch
+    /// whose transaction SQLite has already ended (rolled back by an error whose writer went
+    /// on) is told so, and a transaction left open by a failed `ROLLBACK` is ended, so that
+    /// neither a later savepoint runs outside the batch nor the writer stays locked.
+    fn settle(&mut self) {
+        let open = !self.connection.is_autocommit();
+        if self.batch.is_some() && !open {
+            self.batch_rolled_back();
+        } else if self.batch.is_none() && open {
+            let _ = run(&self.connection, "ROLLBACK");
+        }
+    }
+
     /// Commits the open transaction, if any, and gives every writer in it the outcome.
     fn end_batch(&mut self) {
         let Some(batch) = self.batch.take() else {
@@ -164,6 +181,12 @@ impl Writing {
             let _ = run(&self.connection, "ROLLBACK");
         }
         let _ = batch.outcome.set(outcome);
+        if self.writes >= self.checkpoint_after {
+            self.checkpoint_after = self.writes + CHECKPOINT_EVERY;
+            // Asked after the commit, so the checkpoint queues behind the writers waiting
+            // for this one. Full: one is asked for already.
+            let _ = self.checkpoint.try_send(());
+        }
     }
 
     /// SQLite rolled the whole transaction back (an I/O error, a full disk): the writes of
@@ -194,7 +217,9 @@ impl SqliteTx {
     }
 
     /// Releases the savepoint, then waits for the commit that holds it (see the module's
-    /// documentation): its outcome is this transaction's.
+    /// documentation): its outcome is this transaction's. A caller that stops waiting (a
+    /// deadline) is committed all the same; to it the outcome is unknown, as for any call
+    /// cut off after it was sent.
     pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
         let committed = self.release()?;
         committed.wait().await
@@ -211,10 +236,6 @@ impl SqliteTx {
             return Err(SqliteError::from_driver(error));
         }
         writing.writes += 1;
-        if writing.writes.is_multiple_of(CHECKPOINT_EVERY) {
-            // Full: one is asked for already.
-            let _ = writing.checkpoint.try_send(());
-        }
         Ok(Committed {
             turns: OwnedMutexGuard::mutex(&writing).clone(),
             batch: self.batch.clone(),
@@ -256,11 +277,7 @@ impl Committed {
         // and they join this commit instead of waiting for the next one (measured: twice the
         // writes a second under load; a lone writer pays one trip through the scheduler).
         tokio::task::yield_now().await;
-        let mut writing = self.turns.clone().lock_owned().await;
-        if self.batch.outcome.get().is_none() {
-            writing.end_batch();
-        }
-        drop(writing);
+        commit_unless_ended(&mut *self.turns.lock().await, &self.batch);
         let outcome = *self.batch.outcome.get().expect("the batch has ended");
         outcome.map_err(|code| SqliteError::from_driver(rusqlite::Error::SqliteFailure(code, None)))
     }
@@ -271,16 +288,20 @@ impl Drop for Committed {
         if self.batch.outcome.get().is_some() {
             return;
         }
+        let (turns, batch) = (self.turns.clone(), self.batch.clone());
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Dropped outside a runtime: a thread waits its turn instead.
+            std::thread::spawn(move || commit_unless_ended(&mut turns.blocking_lock(), &batch));
             return;
         };
-        let (turns, batch) = (self.turns.clone(), self.batch.clone());
-        runtime.spawn(async move {
-            let mut writing = turns.lock_owned().await;
-            if batch.outcome.get().is_none() {
-                writing.end_batch();
-            }
-        });
+        runtime.spawn(async move { commit_unless_ended(&mut *turns.lock().await, &batch) });
+    }
+}
+
+/// Ends `batch` with a commit, unless someone already has.
+fn commit_unless_ended(writing: &mut Writing, batch: &Batch) {
+    if batch.outcome.get().is_none() {
+        writing.end_batch();
     }
 }
 
@@ -390,9 +411,14 @@ mod tests {
         // `begin` waits for the writers' lock, and then queues behind it.
         let first = writer.begin().await.unwrap();
         insert(&first, 1);
+        let first_batch = first.batch.clone();
         let first = tokio::spawn(first.commit());
         let second = writer.begin().await.unwrap();
         insert(&second, 2);
+        assert!(
+            Arc::ptr_eq(&second.batch, &first_batch),
+            "in the first's transaction"
+        );
         drop(second);
         first.await.unwrap().unwrap();
         assert_eq!(count(&path), 1, "the first write, not the second");
@@ -416,6 +442,25 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(found, [1, 3, 4]);
+    }
+
+    /// A transaction SQLite ended by itself (as it does on a full disk) fails the writers
+    /// in it, and the next writer starts a transaction of its own, told its own outcome.
+    #[tokio::test]
+    async fn a_transaction_sqlite_rolled_back_fails_its_writers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = database(&dir);
+        let writer = SqliteWriter::open(&path, Duration::from_secs(1)).unwrap();
+        let first = writer.begin().await.unwrap();
+        insert(&first, 1);
+        first.connection().execute_batch("ROLLBACK").unwrap();
+        let first = tokio::spawn(first.commit());
+        let second = writer.begin().await.unwrap();
+        insert(&second, 2);
+        second.commit().await.unwrap();
+        let error = first.await.unwrap().unwrap_err();
+        assert!(crate::is_transient(&error), "{error}");
+        assert_eq!(count(&path), 1);
     }
 
     /// A writer that stops waiting for its commit (a cancelled call) does not leave the
@@ -496,6 +541,8 @@ mod tests {
                 assert!(std::time::Instant::now() < deadline, "no checkpoint");
                 std::thread::sleep(Duration::from_millis(10));
             }
+            // The checkpoint holds the writers' turn until it is done: wait for it.
+            drop(writer.begin().await.unwrap());
             checkpointed = size(&path);
             if round == 1 {
                 wal_after_first = size(&wal);
