@@ -45,6 +45,11 @@ const MIGRATIONS: Migrations = Migrations {
             "deleted users",
             include_str!("../../migrations/sqlite/0004_deleted_users.sql"),
         ),
+        (
+            5,
+            "a partial index of request_id",
+            include_str!("../../migrations/sqlite/0005_partial_request_id_index.sql"),
+        ),
     ],
     postgres: &[
         (
@@ -63,6 +68,11 @@ const MIGRATIONS: Migrations = Migrations {
             "deleted users",
             include_str!("../../migrations/postgres/0004_deleted_users.sql"),
         ),
+        (
+            5,
+            "a partial index of request_id",
+            include_str!("../../migrations/postgres/0005_partial_request_id_index.sql"),
+        ),
     ],
 };
 
@@ -80,7 +90,7 @@ const INSERT: &str = concat!(
     columns!(),
     ", request_id, request_fingerprint) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 ",
     "WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $2) ",
-    "ON CONFLICT (user_id, request_id) DO NOTHING"
+    "ON CONFLICT (user_id, request_id) WHERE request_id IS NOT NULL DO NOTHING"
 );
 const SELECT_BY_ID: &str = concat!("SELECT ", columns!(), " FROM orders WHERE id = $1");
 const SELECT_BY_REQUEST_ID: &str = concat!(
@@ -373,6 +383,21 @@ mod tests {
         (OrderStore::open(&url, &pool).await.unwrap(), dir)
     }
 
+    /// A database with the schema of `version` (its first migrations only), for a test of
+    /// the migrations after it: the database, its URL, and the directory that holds it.
+    async fn migrated_to(version: usize) -> (Db, DatabaseUrl, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::Sqlite(dir.path().join("order.db"));
+        let old = Migrations {
+            sqlite: &MIGRATIONS.sqlite[..version],
+            ..MIGRATIONS
+        };
+        let db = Db::open(&url, &DatabasePoolConfig::default(), &old)
+            .await
+            .unwrap();
+        (db, url, dir)
+    }
+
     fn order(user: &str, request_id: &str) -> (Order, Option<Idempotency>) {
         let new = NewOrder::try_from(CreateOrderRequest {
             user_id: user.into(),
@@ -523,16 +548,54 @@ mod tests {
         );
     }
 
+    /// Version 5 rebuilds the table with a partial index of `request_id`: the orders stored
+    /// before it are kept, a key stored before it still names its order, and orders without
+    /// a key (not in that index) never conflict.
+    #[tokio::test]
+    async fn orders_stored_before_the_partial_key_index_keep_their_keys() {
+        let (old, url, _dir) = migrated_to(4).await;
+        let insert = concat!(
+            "INSERT INTO orders (",
+            columns!(),
+            ", request_id, request_fingerprint) VALUES ($1, 'ada', '[]', 0, 'PENDING', 1, 1, $2, $3)"
+        );
+        let (keyed, key) = order("ada", "r-1");
+        let key = key.unwrap();
+        let fingerprint = key.fingerprint.as_str();
+        old.execute(insert, (keyed.id.as_str(), "r-1", fingerprint))
+            .await
+            .unwrap();
+        old.execute(insert, ("o-unkeyed", None::<&str>, None::<&str>))
+            .await
+            .unwrap();
+        drop(old);
+
+        let store = OrderStore::open(&url, &DatabasePoolConfig::default())
+            .await
+            .unwrap();
+        let ada = UserId::parse("ada".into()).unwrap();
+        assert_eq!(store.list(Some(&ada), None, 10).await.unwrap().len(), 2);
+        let (again, _) = order("ada", "r-1");
+        match store.insert(&again, Some(&key)).await {
+            Ok(Inserted::Existing(existing)) => {
+                assert_eq!(existing.order.id, keyed.id);
+                assert_eq!(existing.fingerprint, key.fingerprint);
+            }
+            other => panic!("expected the order stored before, got {other:?}"),
+        }
+        for _ in 0..2 {
+            let (unkeyed, _) = order("ada", "");
+            assert!(matches!(
+                store.insert(&unkeyed, None).await,
+                Ok(Inserted::Created)
+            ));
+        }
+        assert_eq!(store.list(Some(&ada), None, 10).await.unwrap().len(), 4);
+    }
+
     #[tokio::test]
     async fn orders_stored_before_fingerprints_keep_their_key_and_accept_a_repeat() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = DatabaseUrl::Sqlite(dir.path().join("order.db"));
-        let pool = DatabasePoolConfig::default();
-        let version_1 = Migrations {
-            sqlite: &MIGRATIONS.sqlite[..1],
-            ..MIGRATIONS
-        };
-        let old = Db::open(&url, &pool, &version_1).await.unwrap();
+        let (old, url, _dir) = migrated_to(1).await;
         let insert = concat!(
             "INSERT INTO orders (",
             columns!(),
@@ -541,7 +604,9 @@ mod tests {
         old.execute(insert, ()).await.unwrap();
         drop(old);
 
-        let store = OrderStore::open(&url, &pool).await.unwrap();
+        let store = OrderStore::open(&url, &DatabasePoolConfig::default())
+            .await
+            .unwrap();
         let ada = UserId::parse("ada".into()).unwrap();
         let (_, key) = order("ada", "r-1");
         let key = key.unwrap();
