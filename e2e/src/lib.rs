@@ -269,9 +269,24 @@ impl Service {
     }
 }
 
+/// Log lines a failing test shows of each of its services.
+const LOG_TAIL: usize = 60;
+
 impl Drop for Service {
     fn drop(&mut self) {
         self.kill();
+        // A test that failed shows what its services said last: the cause of a wait that
+        // timed out (a relay that never published, a call refused) is usually there.
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let tail = &logs[logs.len().saturating_sub(LOG_TAIL)..];
+            eprintln!(
+                "--- the last {} log lines of the service on {} ---\n{}",
+                tail.len(),
+                self.grpc_addr,
+                tail.join("\n")
+            );
+        }
     }
 }
 
