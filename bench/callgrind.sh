@@ -8,6 +8,9 @@
 #   callgrind_annotate --inclusive=yes .bench/callgrind/hello.*.out.1 | less   (where it goes)
 # Another method: CALL_PATH=user.v1.UserService/GetUser CALL_BODY=FILE (a gRPC-framed request)
 # and the server's own settings, e.g. DATABASE_URL=sqlite:///tmp/seeded.db.
+# SIM=1 simulates the caches and branch predictors too and prints every event per call (I1mr:
+# instruction-cache misses, Bcm/Bim: mispredicted branches): equal instruction counts can still
+# cost different cycles.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: $0 NAME BINARY [ENV=VALUE...]"; exit 2; }
@@ -21,7 +24,7 @@ printf '\x00\x00\x00\x00\x07\x0a\x05bench' > "$out/say-hello.bin"
 port=$((19000 + RANDOM % 500))
 # --fair-sched: otherwise the log writer thread starves and calls wait on its full queue.
 env LISTEN_ADDR=127.0.0.1:$port METRICS_ADDR=127.0.0.1:$((port + 1000)) "$@" \
-  valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$out/$name.%p.out" "$binary" \
+  valgrind --tool=callgrind --fair-sched=yes ${SIM:+--cache-sim=yes --branch-sim=yes} --callgrind-out-file="$out/$name.%p.out" "$binary" \
   >"$out/$name.log" 2>&1 &
 pid=$!
 trap 'kill -KILL $pid 2>/dev/null || true' EXIT
@@ -33,5 +36,11 @@ callgrind_control -z "$pid" >/dev/null
 h2load "${args[@]}" -n "$CALLS" | grep -E '^requests:'
 callgrind_control -d "$pid" >/dev/null
 for _ in $(seq 100); do grep -qs "^totals:" "$out/$name.$pid.out.1" && break; sleep 0.1; done
-total=$(grep -m1 '^summary:' "$out/$name.$pid.out.1" | cut -d' ' -f2)
-echo "$name: $((total / CALLS)) instructions per call ($out/$name.$pid.out.1)"
+read -ra events < <(grep -m1 '^events:' "$out/$name.$pid.out.1" | cut -d' ' -f2-)
+read -ra totals < <(grep -m1 '^summary:' "$out/$name.$pid.out.1" | cut -d' ' -f2-)
+echo "$name: $((totals[0] / CALLS)) instructions per call ($out/$name.$pid.out.1)"
+if [ "${#events[@]}" -gt 1 ]; then
+  per_call=""
+  for i in "${!events[@]}"; do per_call+=" ${events[$i]}=$((totals[i] / CALLS))"; done
+  echo "$name, per call:$per_call"
+fi
