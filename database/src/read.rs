@@ -10,6 +10,12 @@
 
 use crate::{Db, FromColumns, Params, SqliteDb, postgres};
 
+// The PostgreSQL arms box their futures: a future of sqlx's pool (it waits for a connection)
+// is kilobytes (`pool.begin()`'s is 8.7 KB), and an async fn's future is as large as the
+// largest future it awaits, so unboxed, every call on SQLite would carry PostgreSQL's size
+// through each async fn up to the handler (CreateOrder's future was 38 KB), and allocate and
+// copy it. One allocation more per statement on PostgreSQL, where a statement is a round trip.
+
 impl Db {
     /// The row `sql` finds, if any (the first, if it finds several).
     pub async fn fetch_optional<T: FromColumns>(
@@ -19,7 +25,7 @@ impl Db {
     ) -> Result<Option<T>, T::Error> {
         match self {
             Self::Sqlite(sqlite) => read_sqlite(sqlite, sql, &params, 1).map(|mut rows| rows.pop()),
-            Self::Postgres(pool) => postgres::fetch_optional(pool, sql, params).await,
+            Self::Postgres(pool) => Box::pin(postgres::fetch_optional(pool, sql, params)).await,
         }
     }
 
@@ -31,7 +37,7 @@ impl Db {
     ) -> Result<Vec<T>, T::Error> {
         match self {
             Self::Sqlite(sqlite) => read_sqlite(sqlite, sql, &params, usize::MAX),
-            Self::Postgres(pool) => postgres::fetch_all(pool, sql, params).await,
+            Self::Postgres(pool) => Box::pin(postgres::fetch_all(pool, sql, params)).await,
         }
     }
 }
@@ -47,7 +53,7 @@ impl Db {
                 tx.commit().await?;
                 Ok(changed)
             }
-            Self::Postgres(pool) => postgres::execute(pool, sql, params).await,
+            Self::Postgres(pool) => Box::pin(postgres::execute(pool, sql, params)).await,
         }
     }
 }

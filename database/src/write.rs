@@ -31,7 +31,8 @@ impl Db {
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         match self {
             Self::Sqlite(sqlite) => sqlite.writer.begin().await.map(Tx::Sqlite),
-            Self::Postgres(pool) => pool.begin().await.map(Tx::Postgres),
+            // Boxed, as sqlx's pool futures are (see `crate::read`).
+            Self::Postgres(pool) => Box::pin(pool.begin()).await.map(Tx::Postgres),
         }
     }
 }
