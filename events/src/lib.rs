@@ -3,7 +3,8 @@
 //! to NATS JetStream in commit order, and consumed by durable consumers.
 //!
 //! - `outbox`: [`Outbox`], the table (one per service, its migrations from
-//!   [`sqlite_migration!`] / [`postgres_migration!`]), [`Append`] to write an event inside a
+//!   [`sqlite_migration!`] / [`postgres_migration!`], then [`prune_by_seq_migration!`]),
+//!   [`Append`] to write an event inside a
 //!   transaction, and the reads the relay and `WatchOrders` replay need.
 //! - `relay`: [`relay::start`], the task that publishes unsent rows and marks them sent
 //!   once JetStream acknowledged them; on PostgreSQL one replica at a time (an advisory lock).

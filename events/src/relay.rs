@@ -415,5 +415,40 @@ mod tests {
             .map(|e| e.seq)
             .collect();
         assert_eq!(kept, [2, 3, 4]);
+
+        // Everything sent: the new event (and what follows it) stays.
+        db.execute("UPDATE test_outbox SET sent_time = 1", ())
+            .await
+            .unwrap();
+        let through = lease.prunable_through(&outbox, before).await.unwrap();
+        assert_eq!(through, Some(3), "the fourth event is newer than the retention");
+        // And once it is old too, everything may go.
+        let through = lease.prunable_through(&outbox, now_micros() + 1).await.unwrap();
+        assert_eq!(through, Some(i64::MAX));
+        assert_eq!(lease.prune(&outbox, through.unwrap()).await.unwrap(), 3);
+        assert!(outbox.after(&db, 0, 10).await.unwrap().is_empty());
+    }
+
+    /// The outbox's migrations leave no index of `occur_time`: every event would write it,
+    /// and the prune walks `seq`.
+    #[tokio::test]
+    async fn the_outbox_has_no_time_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _outbox) = test_outbox(&dir).await;
+        let sql =
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'test_outbox' ORDER BY name";
+        let indexes: Vec<IndexName> = db.fetch_all(sql, ()).await.unwrap();
+        let names: Vec<&str> = indexes.iter().map(|index| index.0.as_str()).collect();
+        // The event_id's UNIQUE, and the unsent events'.
+        assert_eq!(names, ["sqlite_autoindex_test_outbox_1", "test_outbox_unsent"]);
+    }
+
+    struct IndexName(String);
+
+    impl FromColumns for IndexName {
+        type Error = sqlx::Error;
+        fn from_columns(row: &impl Columns) -> Result<Self, sqlx::Error> {
+            row.text("name").map(Self)
+        }
     }
 }

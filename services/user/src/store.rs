@@ -29,6 +29,11 @@ const MIGRATIONS: Migrations = Migrations {
             include_str!("../migrations/sqlite/0001_create_users.sql"),
         ),
         (2, "outbox", meshwork_events::sqlite_migration!("user_outbox")),
+        (
+            3,
+            "outbox pruned by seq",
+            meshwork_events::prune_by_seq_migration!("user_outbox"),
+        ),
     ],
     postgres: &[
         (
@@ -37,6 +42,11 @@ const MIGRATIONS: Migrations = Migrations {
             include_str!("../migrations/postgres/0001_create_users.sql"),
         ),
         (2, "outbox", meshwork_events::postgres_migration!("user_outbox")),
+        (
+            3,
+            "outbox pruned by seq",
+            meshwork_events::prune_by_seq_migration!("user_outbox"),
+        ),
     ],
 };
 

@@ -50,6 +50,11 @@ const MIGRATIONS: Migrations = Migrations {
             "a partial index of request_id",
             include_str!("../../migrations/sqlite/0005_partial_request_id_index.sql"),
         ),
+        (
+            6,
+            "outbox pruned by seq",
+            meshwork_events::prune_by_seq_migration!("order_outbox"),
+        ),
     ],
     postgres: &[
         (
@@ -72,6 +77,11 @@ const MIGRATIONS: Migrations = Migrations {
             5,
             "a partial index of request_id",
             include_str!("../../migrations/postgres/0005_partial_request_id_index.sql"),
+        ),
+        (
+            6,
+            "outbox pruned by seq",
+            meshwork_events::prune_by_seq_migration!("order_outbox"),
         ),
     ],
 };
