@@ -161,8 +161,13 @@ impl Sql {
             // The first event kept, found by walking `seq` from the start: what it walks
             // past is what the prune then deletes, so no index of `occur_time` is needed
             // (one B-tree fewer written by every event; see `prune_by_seq_migration!`).
+            // When every event may go, the one after the last: an event committed after
+            // this read is never in the prune's range (`seq` is commit order, see `Append`).
+            // NULL: the outbox is empty.
             prune_boundary: leak(format!(
-                "SELECT seq AS keep_from FROM {table} WHERE sent_time IS NULL OR occur_time >= $1 ORDER BY seq LIMIT 1"
+                "SELECT COALESCE(\
+                   (SELECT seq FROM {table} WHERE sent_time IS NULL OR occur_time >= $1 ORDER BY seq LIMIT 1), \
+                   (SELECT MAX(seq) + 1 FROM {table})) AS keep_from"
             )),
             prune: leak(format!(
                 "DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table} WHERE seq <= $1 ORDER BY seq LIMIT CAST($2 AS BIGINT))"
@@ -237,7 +242,8 @@ macro_rules! postgres_migration {
 /// The outbox's second migration, on either backend: `sqlite_migration!` and
 /// `postgres_migration!` made an index of `occur_time` for the prune, which now walks `seq`
 /// instead; every event wrote that index for nothing. (The first migrations stay as they
-/// were: sqlx checks that an applied migration's text has not changed.)
+/// were: sqlx checks that an applied migration's text has not changed.) Never edit its
+/// text either, comment included: it is applied in every service's database.
 #[macro_export]
 macro_rules! prune_by_seq_migration {
     ($table:literal) => {

@@ -345,11 +345,9 @@ impl Lease {
             Self::Sqlite(db) => db.fetch_optional(sql, params).await?,
             Self::Postgres(connection) => postgres::fetch_optional(connection, sql, params).await?,
         };
-        Ok(match boundary.and_then(|boundary| boundary.0) {
-            Some(first_kept) => (first_kept > 1).then_some(first_kept - 1),
-            // Everything is old and sent.
-            None => Some(i64::MAX),
-        })
+        // None: the outbox is empty.
+        let first_kept = boundary.and_then(|boundary| boundary.0);
+        Ok(first_kept.and_then(|first_kept| (first_kept > 1).then_some(first_kept - 1)))
     }
 
     /// Deletes up to [`PRUNE_BATCH`] of the oldest events up to `through`; how many it did.
@@ -366,7 +364,8 @@ impl Lease {
     }
 }
 
-/// The first event to keep (`NULL` when every one may go).
+/// The first event to keep: when every one may go, the one after the last (`NULL` when the
+/// outbox is empty).
 struct KeepFrom(Option<i64>);
 
 impl FromColumns for KeepFrom {
@@ -422,11 +421,35 @@ mod tests {
             .unwrap();
         let through = lease.prunable_through(&outbox, before).await.unwrap();
         assert_eq!(through, Some(3), "the fourth event is newer than the retention");
-        // And once it is old too, everything may go.
+        // And once it is old too, everything may go, up to the last event read: one
+        // committed after that is never in the range, though nobody has sent it yet.
         let through = lease.prunable_through(&outbox, now_micros() + 1).await.unwrap();
-        assert_eq!(through, Some(i64::MAX));
+        assert_eq!(through, Some(4));
+        let event = NewEvent::new("meshwork.test.v1.happened", 5, |_| vec![]);
+        let mut tx = db.begin().await.unwrap();
+        tx.append(&outbox, &event).await.unwrap();
+        tx.commit().await.unwrap();
         assert_eq!(lease.prune(&outbox, through.unwrap()).await.unwrap(), 3);
-        assert!(outbox.after(&db, 0, 10).await.unwrap().is_empty());
+        let kept: Vec<_> = outbox
+            .after(&db, 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(
+            kept,
+            [5],
+            "the unsent event committed after the boundary was read"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_outbox_has_nothing_to_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, outbox) = test_outbox(&dir).await;
+        let mut lease = Lease::Sqlite(db);
+        assert_eq!(lease.prunable_through(&outbox, now_micros()).await.unwrap(), None);
     }
 
     /// The outbox's migrations leave no index of `occur_time`: every event would write it,
