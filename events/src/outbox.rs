@@ -526,6 +526,17 @@ mod tests {
         assert_eq!(outbox.after(&db, events[0].seq, 10).await.unwrap().len(), 1);
     }
 
+    /// Applied migrations are checked against their text when a service starts: a changed
+    /// byte (a comment too) stops every database that has applied it.
+    #[test]
+    fn the_applied_outbox_migrations_keep_their_text() {
+        assert_eq!(
+            prune_by_seq_migration!("t"),
+            "-- Pruning walks seq (meshwork-events' outbox.rs): the index of occur_time goes.\n\
+             DROP INDEX IF EXISTS t_by_time;\n"
+        );
+    }
+
     #[test]
     fn each_table_has_its_own_lock() {
         assert_ne!(lock_key("user_outbox"), lock_key("order_outbox"));
