@@ -391,10 +391,7 @@ mod tests {
         let (db, outbox) = test_outbox(&dir).await;
         // Three old events and a new one; the first and the third sent.
         for occur_time in [1, 2, 3, now_micros()] {
-            let event = NewEvent::new("meshwork.test.v1.happened", occur_time, |_| vec![]);
-            let mut tx = db.begin().await.unwrap();
-            tx.append(&outbox, &event).await.unwrap();
-            tx.commit().await.unwrap();
+            append(&db, &outbox, occur_time).await;
         }
         let mut lease = Lease::Sqlite(db.clone());
         for seq in [1_i64, 3] {
@@ -406,14 +403,7 @@ mod tests {
         let through = lease.prunable_through(&outbox, before).await.unwrap();
         assert_eq!(through, Some(1), "the unsent second event keeps the third");
         assert_eq!(lease.prune(&outbox, through.unwrap()).await.unwrap(), 1);
-        let kept: Vec<_> = outbox
-            .after(&db, 0, 10)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.seq)
-            .collect();
-        assert_eq!(kept, [2, 3, 4]);
+        assert_eq!(kept(&db, &outbox).await, [2, 3, 4]);
 
         // Everything sent: the new event (and what follows it) stays.
         db.execute("UPDATE test_outbox SET sent_time = 1", ())
@@ -425,23 +415,28 @@ mod tests {
         // committed after that is never in the range, though nobody has sent it yet.
         let through = lease.prunable_through(&outbox, now_micros() + 1).await.unwrap();
         assert_eq!(through, Some(4));
-        let event = NewEvent::new("meshwork.test.v1.happened", 5, |_| vec![]);
-        let mut tx = db.begin().await.unwrap();
-        tx.append(&outbox, &event).await.unwrap();
-        tx.commit().await.unwrap();
+        append(&db, &outbox, 5).await;
         assert_eq!(lease.prune(&outbox, through.unwrap()).await.unwrap(), 3);
-        let kept: Vec<_> = outbox
-            .after(&db, 0, 10)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.seq)
-            .collect();
+        let kept = kept(&db, &outbox).await;
         assert_eq!(
             kept,
             [5],
             "the unsent event committed after the boundary was read"
         );
+    }
+
+    /// Commits one event made at `occur_time`.
+    async fn append(db: &Db, outbox: &Outbox, occur_time: i64) {
+        let event = NewEvent::new("meshwork.test.v1.happened", occur_time, |_| vec![]);
+        let mut tx = db.begin().await.unwrap();
+        tx.append(outbox, &event).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    /// The `seq` of every event in the outbox, in order.
+    async fn kept(db: &Db, outbox: &Outbox) -> Vec<i64> {
+        let events = outbox.after(db, 0, 10).await.unwrap();
+        events.iter().map(|event| event.seq).collect()
     }
 
     #[tokio::test]
