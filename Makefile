@@ -174,9 +174,10 @@ port-forward: $(PY_TOOLS) ## forward every service's gRPC port to the same port 
 	done; \
 	sleep 2; $(GRPCURL) -plaintext -d '{"name":"cluster"}' localhost:50051 hello.v1.HelloService/SayHello; wait
 
-# `make bench WARMUP=1 DURATION=3` (seconds) is a quick check that it all runs; the page then
-# names the settings it was made with. BENCH_POSTGRES_URL is left out of it: it may hold a password.
-BENCH_SETTINGS := $(strip $(foreach v,WARMUP DURATION CONCURRENCY USERS WATCHERS WATCH_RATE,$(if $(value $v),$(v)=$(value $v))))
+# `make bench WARMUP=1 DURATION=3` (seconds) is a quick check that it all runs; ROUNDS (5) sets
+# SayHello's rounds (bench/h2load.sh). The page then names the settings it was made with;
+# BENCH_POSTGRES_URL is left out of it: it may hold a password.
+BENCH_SETTINGS := $(strip $(foreach v,WARMUP DURATION ROUNDS CONCURRENCY USERS WATCHERS WATCH_RATE,$(if $(value $v),$(v)=$(value $v))))
 
 bench: ## release build; SayHello against bare tonic (bench/h2load.sh), the mesh scenarios (scripts/bench.sh), then docs/benchmarks.md and .svg
 	$(CARGO) build --release --workspace --bins

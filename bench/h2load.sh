@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # SayHello under h2load: the production hello-service against bare tonic (bench/src/bin/
 # bare-hello.rs), side by side in one run, as ratios. Each server is pinned to core 0 and
-# h2load to core 1 (taskset), warm-up then a measured run, in two shapes: 52 streams
-# (4 connections x 13) and 1 stream. Rows: bare tonic; hello-service as configured by
-# default (access log at info); with RUST_LOG=warn; with every span sampled and exported
-# to a local OTLP/gRPC receiver (`meshwork-bench sink`, on core 1 with h2load). For each:
-# req/s, the 1-stream p99, idle RSS, and start-to-SERVING (`meshwork-bench startup`).
+# h2load to core 1 (taskset), in two shapes: 52 streams (4 connections x 13) and 1 stream.
+# Rows: bare tonic; hello-service as configured by default (access log at info); with
+# RUST_LOG=warn; with every span sampled and exported to a local OTLP/gRPC receiver
+# (`meshwork-bench sink`, on core 1 with h2load). For each: req/s, CPU per call, the 1-stream
+# p99, idle RSS, and start-to-SERVING (`meshwork-bench startup`).
+#
+# Rounds, because this machine's speed drifts by tens of percent within minutes: all four
+# servers run at once (each idle while another is measured), each is warmed up once, then
+# ROUNDS times every server is measured in turn for DURATION/ROUNDS seconds per shape (the
+# order rotating each round). `meshwork-bench report` pairs each window with bare tonic's in
+# the same round and reports the median of those ratios with their spread.
 #
 # The run fails if hello-service answered any call with a code other than OK (read from its
 # own grpc_server_handled_total); the streams h2load resets when its time is up are counted
@@ -14,7 +20,8 @@
 # Each row is appended to $RESULTS/sayhello.jsonl for `meshwork-bench report`.
 #
 #   bench/h2load.sh            (after `cargo build --release -p hello-service -p meshwork-bench`)
-#   WARMUP=1 DURATION=3 bench/h2load.sh      (seconds)
+#   WARMUP=1 DURATION=3 bench/h2load.sh      (seconds: warm-up per server, measured per shape)
+#   ROUNDS=1 bench/h2load.sh                 (one window per server and shape, as before rounds)
 #   HELLO_BIN=/path/to/older/hello-service bench/h2load.sh   (compare another build, same baseline)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +29,12 @@ cd "$(dirname "$0")/.."
 WARMUP=${WARMUP:-5}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP%s} DURATION=${DURATION%s}
+ROUNDS=${ROUNDS:-5}
 [[ $WARMUP =~ ^[0-9]+$ && $DURATION =~ ^[0-9]+$ ]] || { echo "WARMUP and DURATION are whole seconds"; exit 2; }
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS is a whole number, at least 1"; exit 2; }
+# Seconds of each measured window: the measured time per shape, shared among the rounds.
+WINDOW=$((DURATION / ROUNDS))
+[ "$WINDOW" -ge 1 ] || WINDOW=1
 BIN=target/release
 BENCH=$BIN/meshwork-bench
 HELLO_BIN=${HELLO_BIN:-$BIN/hello-service}
@@ -63,22 +75,35 @@ serve() {
 # cpu_ticks PID: the process's utime + stime, every thread, in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
-# measure NAME PORT CONNECTIONS STREAMS PID: prints "req/s p99_us cpu_us_per_call".
-measure() {
-  local name=$1 port=$2 connections=$3 streams=$4 pid=$5
-  local args=(-d "$OUT/say-hello.bin" -H 'content-type: application/grpc' -H 'te: trailers'
-    -c "$connections" -m "$streams" -t 1 "http://127.0.0.1:$port/hello.v1.HelloService/SayHello")
+# h2load_args PORT CONNECTIONS STREAMS: h2load's arguments for SayHello on that port.
+h2load_args() {
+  printf '%s\n' -d "$OUT/say-hello.bin" -H 'content-type: application/grpc' -H 'te: trailers' \
+    -c "$2" -m "$3" -t 1 "http://127.0.0.1:$1/hello.v1.HelloService/SayHello"
+}
+
+# warm_up PORT: WARMUP seconds of 52 streams, not measured.
+warm_up() {
+  local args; mapfile -t args < <(h2load_args "$1" 4 13)
   "${PIN_LOAD[@]}" h2load "${args[@]}" -D "$WARMUP" >/dev/null
+}
+
+# measure NAME PORT CONNECTIONS STREAMS PID ROUND: one window of WINDOW seconds; prints
+# "req/s p99_us cpu_us_per_call".
+measure() {
+  local name=$1 port=$2 connections=$3 streams=$4 pid=$5 round=$6
+  local args; mapfile -t args < <(h2load_args "$port" "$connections" "$streams")
+  local base="$OUT/$name-$streams-r$round"
   local ticks_before; ticks_before=$(cpu_ticks "$pid")
-  "${PIN_LOAD[@]}" h2load "${args[@]}" -D "$DURATION" --log-file="$OUT/$name-$streams.tsv" >"$OUT/$name-$streams.txt"
+  "${PIN_LOAD[@]}" h2load "${args[@]}" -D "$WINDOW" --log-file="$base.tsv" >"$base.txt"
   local ticks=$(($(cpu_ticks "$pid") - ticks_before))
   local rps p99 calls cpu_us
-  rps=$(awk '/^finished in/ { gsub(",", "", $4); print $4 }' "$OUT/$name-$streams.txt")
-  calls=$(awk '/^requests:/ { print $8 }' "$OUT/$name-$streams.txt")
+  rps=$(awk '/^finished in/ { gsub(",", "", $4); print $4 }' "$base.txt")
+  calls=$(awk '/^requests:/ { print $8 }' "$base.txt")
   cpu_us=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="${calls:-0}" 'BEGIN { printf "%.2f", (n > 0 ? t * 1e6 / hz / n : 0) }')
   # The log holds one line per request: start (µs), HTTP status, duration (µs).
-  p99=$(awk '{ print $3 }' "$OUT/$name-$streams.tsv" | sort -n | awk '{ a[NR] = $1 } END { print a[int(NR * 0.99)] }')
-  [ -n "$rps" ] && [ -n "$p99" ] || { echo "h2load gave no result for $name:"; cat "$OUT/$name-$streams.txt"; exit 1; }
+  p99=$(awk '{ print $3 }' "$base.tsv" | sort -n | awk '{ a[NR] = $1 } END { print a[int(NR * 0.99)] }')
+  rm -f "$base.tsv"
+  [ -n "$rps" ] && [ -n "$p99" ] || { echo "h2load gave no result for $name:"; cat "$base.txt"; exit 1; }
   echo "$rps $p99 $cpu_us"
 }
 
@@ -116,43 +141,67 @@ start_sink() {
   echo "the OTLP sink did not start:"; cat "$OUT/sink.log"; exit 1
 }
 
-# run_server NAME LABEL PORT PROBE COMMAND...: times its start, serves it, measures both
-# shapes, checks its codes, stops it, and appends its row to sayhello.jsonl.
-run_server() {
-  local name=$1 label=$2 port=$3 probe=$4; shift 4
-  local command=(env LISTEN_ADDR=127.0.0.1:$port METRICS_ADDR=127.0.0.1:$((port + 1000)) "$@")
-  local ready_ms rps_52 p99_52 cpu_52 rps_1 p99_1 cpu_1
-  ready_ms=$("$BENCH" startup --target "http://127.0.0.1:$port" --probe "$probe" --runs 5 -- "${PIN_SERVER[@]}" "${command[@]}")
-  local spans_before; spans_before=$(sink_total)
-  serve "$name" "$port" "$probe" "${command[@]}"
-  local pid=${pids[-1]} idle_rss
-  idle_rss=$(rss_kib "$pid")
-  read -r rps_52 p99_52 cpu_52 < <(measure "$name" "$port" 4 13 "$pid")
-  read -r rps_1 p99_1 cpu_1 < <(measure "$name" "$port" 1 1 "$pid")
-  if [ "$probe" = health ]; then
-    local bad calls
-    bad=$(handled $((port + 1000)) "\$0 !~ /grpc_code=\"($ALLOWED_CODES)\"/")
-    [ "$bad" = 0 ] || { echo "$name answered $bad calls with a code other than OK"; exit 1; }
-    calls=$(handled $((port + 1000)) 1)
-  fi
-  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-  if [ "$name" = hello-otel ]; then
-    local spans=$(($(sink_settled_total) - spans_before))
-    [ "$spans" -gt 0 ] || { echo "$name exported no span to the sink"; exit 1; }
-    echo "$name: the sink received $spans spans for $calls SayHello calls"
-  fi
-  printf '{"server":"%s","label":"%s","rps_52":%s,"cpu_us_52":%s,"rps_1":%s,"p99_1_us":%s,"idle_rss_kib":%s,"ready_ms":%s,"warmup_s":%s,"duration_s":%s}\n' \
-    "$name" "$label" "$rps_52" "$cpu_52" "$rps_1" "$p99_1" "$idle_rss" "$ready_ms" "$WARMUP" "$DURATION" >>"$RESULTS/sayhello.jsonl"
-  echo "$label: $rps_52 req/s with 52 streams ($cpu_52 µs of CPU per call), $rps_1 req/s with 1 stream (p99 $p99_1 µs), ready in $ready_ms ms"
+# The servers, in the table's order. define NAME LABEL PORT PROBE COMMAND... records one.
+servers=()
+declare -A label_of port_of probe_of command_of pid_of ready_ms_of idle_rss_of
+define() {
+  local name=$1
+  servers+=("$name")
+  label_of[$name]=$2 port_of[$name]=$3 probe_of[$name]=$4
+  shift 4
+  command_of[$name]="env LISTEN_ADDR=127.0.0.1:${port_of[$name]} METRICS_ADDR=127.0.0.1:$((port_of[$name] + 1000)) $(printf '%q ' "$@")"
 }
-
-run_server bare "bare tonic (baseline)" 50061 say-hello "$BIN/bare-hello"
-run_server hello "hello-service (access log at info)" 50071 health "$HELLO_BIN"
-run_server hello-warn "hello-service, RUST_LOG=warn" 50081 health env RUST_LOG=warn "$HELLO_BIN"
-
-start_sink
-run_server hello-otel "hello-service, span export on (always_on)" 50091 health \
+define bare "bare tonic (baseline)" 50061 say-hello "$BIN/bare-hello"
+define hello "hello-service (access log at info)" 50071 health "$HELLO_BIN"
+define hello-warn "hello-service, RUST_LOG=warn" 50081 health env RUST_LOG=warn "$HELLO_BIN"
+define hello-otel "hello-service, span export on (always_on)" 50091 health \
   env OTEL_EXPORTER_OTLP_ENDPOINT="http://$SINK_ADDR" OTEL_TRACES_SAMPLER=always_on "$HELLO_BIN"
+
+# 1. Start-up, each server alone: median of 5 starts to SERVING.
+start_sink
+for name in "${servers[@]}"; do
+  eval "command=(${command_of[$name]})"
+  ready_ms_of[$name]=$("$BENCH" startup --target "http://127.0.0.1:${port_of[$name]}" --probe "${probe_of[$name]}" \
+    --runs 5 -- "${PIN_SERVER[@]}" "${command[@]}")
+done
+spans_before=$(sink_total)
+
+# 2. All of them started, idle RSS read before any call, then each warmed up.
+for name in "${servers[@]}"; do
+  eval "command=(${command_of[$name]})"
+  serve "$name" "${port_of[$name]}" "${probe_of[$name]}" "${command[@]}"
+  pid_of[$name]=${pids[-1]}
+  idle_rss_of[$name]=$(rss_kib "${pid_of[$name]}")
+done
+for name in "${servers[@]}"; do warm_up "${port_of[$name]}"; done
+
+# 3. The rounds: every server in turn, both shapes, the order rotated each round.
+echo "# SayHello: $ROUNDS rounds of ${WINDOW} s per server and shape, after ${WARMUP} s of warm-up per server"
+for round in $(seq "$ROUNDS"); do
+  for i in "${!servers[@]}"; do
+    name=${servers[$(((i + round - 1) % ${#servers[@]}))]}
+    read -r rps_52 p99_52 cpu_52 < <(measure "$name" "${port_of[$name]}" 4 13 "${pid_of[$name]}" "$round")
+    read -r rps_1 p99_1 cpu_1 < <(measure "$name" "${port_of[$name]}" 1 1 "${pid_of[$name]}" "$round")
+    printf '{"server":"%s","label":"%s","round":%s,"rps_52":%s,"cpu_us_52":%s,"rps_1":%s,"p99_1_us":%s,"idle_rss_kib":%s,"ready_ms":%s,"warmup_s":%s,"duration_s":%s}\n' \
+      "$name" "${label_of[$name]}" "$round" "$rps_52" "$cpu_52" "$rps_1" "$p99_1" "${idle_rss_of[$name]}" \
+      "${ready_ms_of[$name]}" "$WARMUP" "$WINDOW" >>"$RESULTS/sayhello.jsonl"
+    echo "round $round, ${label_of[$name]}: $rps_52 req/s with 52 streams ($cpu_52 µs of CPU per call), $rps_1 req/s with 1 stream (p99 $p99_1 µs)"
+  done
+done
+
+# 4. Every call answered OK (the services with a health service count their codes), and the
+# spans of the export row reached the sink.
+for name in "${servers[@]}"; do
+  [ "${probe_of[$name]}" = health ] || continue
+  metrics_port=$((port_of[$name] + 1000))
+  bad=$(handled "$metrics_port" "\$0 !~ /grpc_code=\"($ALLOWED_CODES)\"/")
+  [ "$bad" = 0 ] || { echo "$name answered $bad calls with a code other than OK"; exit 1; }
+done
+calls=$(handled $((port_of[hello-otel] + 1000)) 1)
+kill -TERM "${pid_of[hello-otel]}"; wait "${pid_of[hello-otel]}" 2>/dev/null || true
+spans=$(($(sink_settled_total) - spans_before))
+[ "$spans" -gt 0 ] || { echo "hello-otel exported no span to the sink"; exit 1; }
+echo "hello-otel: the sink received $spans spans for $calls SayHello calls"
 
 echo
 "$BENCH" report --results "$RESULTS" --print sayhello

@@ -8,8 +8,8 @@
 //! - [`startup`]: milliseconds from spawning a server until its health check says `SERVING`;
 //!   `ready` waits for a server started by a script.
 //! - [`sink`]: an OTLP/gRPC trace receiver that answers OK and counts, for span export runs.
-//! - [`report`]: `.bench/results/` ([`results`]) into `docs/benchmarks.md` and, with
-//!   [`plot`], `docs/benchmarks.svg`.
+//! - [`report`]: `.bench/results/` ([`results`], rounds summarised by [`summary`]) into
+//!   `docs/benchmarks.md` and, with [`plot`], `docs/benchmarks.svg`.
 
 mod load;
 mod plot;
@@ -19,6 +19,7 @@ mod results;
 mod seed;
 mod sink;
 mod startup;
+mod summary;
 mod watch;
 
 use std::net::SocketAddr;

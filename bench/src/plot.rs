@@ -1,7 +1,7 @@
 //! `docs/benchmarks.svg`: three horizontal bar charts, one above the other.
 //!
 //! 1. SayHello req/s of each hello-service row as a ratio to bare tonic (the line at 1.0),
-//!    52 streams and 1 stream.
+//!    52 streams and 1 stream: the median of the rounds' ratios ([`crate::summary`]).
 //! 2. Mesh throughput per scenario (calls/s; WatchOrders: events delivered/s).
 //! 3. Mesh latency per scenario: p99, p90 and p50 drawn over one another.
 //!
@@ -14,6 +14,7 @@ use plotters::{coord::ranged1d::SegmentedCoord, prelude::*};
 use crate::{
     BoxError,
     results::{SayHelloRow, ScenarioResult},
+    summary::{self, SayHelloSummary},
 };
 
 const WIDTH: u32 = 1000;
@@ -77,33 +78,35 @@ pub fn draw(path: &Path, sayhello: &[SayHelloRow], mesh: &[ScenarioResult]) -> R
 }
 
 fn sayhello_ratios(rows: &[SayHelloRow]) -> Option<BarChart> {
-    let bare = rows.iter().find(|row| row.server == "bare")?;
-    let others: Vec<&SayHelloRow> = rows.iter().filter(|row| row.server != "bare").collect();
-    if others.is_empty() {
-        return None;
-    }
+    let others: Vec<SayHelloSummary> = summary::sayhello(rows)
+        .into_iter()
+        .filter(|server| !server.is_bare())
+        .collect();
     let mut bars = Vec::new();
-    for (i, row) in others.iter().enumerate() {
+    for (i, server) in others.iter().enumerate() {
         bars.push(Bar {
             row: 2 * i,
-            value: row.rps_52 / bare.rps_52,
+            value: server.rps_52.ratio?.median,
             color: BLUE,
         });
         bars.push(Bar {
             row: 2 * i + 1,
-            value: row.rps_1 / bare.rps_1,
+            value: server.rps_1.ratio?.median,
             color: ORANGE,
         });
     }
+    if bars.is_empty() {
+        return None;
+    }
     Some(BarChart {
-        caption: "SayHello under h2load: req/s as a ratio to bare tonic (line: 1.0)".into(),
+        caption: "SayHello under h2load: req/s as a ratio to bare tonic (line: 1.0; median of rounds)".into(),
         x_description: "req/s ÷ bare tonic's req/s".into(),
         rows: others
             .iter()
-            .flat_map(|row| {
+            .flat_map(|server| {
                 [
-                    format!("{}, 52 streams", row.label),
-                    format!("{}, 1 stream", row.label),
+                    format!("{}, 52 streams", server.label),
+                    format!("{}, 1 stream", server.label),
                 ]
             })
             .collect(),

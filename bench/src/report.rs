@@ -14,6 +14,7 @@ use std::{
 use crate::{
     BoxError, plot,
     results::{self, SayHelloRow, ScenarioResult},
+    summary,
 };
 
 #[derive(clap::Args)]
@@ -55,7 +56,7 @@ pub fn run(args: ReportArgs) -> Result<(), BoxError> {
     if let Some(table) = args.print {
         let text = match table {
             Table::Sayhello if !sayhello.is_empty() => sayhello_table(&sayhello, &machine),
-            Table::Mesh if !mesh.is_empty() => mesh_table(&mesh, &machine),
+            Table::Mesh if !mesh.is_empty() => mesh_table(&mesh, bare_rps(&sayhello), &machine),
             _ => return Err(format!("no results for that table in {}", args.results.display()).into()),
         };
         print!("{text}");
@@ -179,7 +180,7 @@ fn page(
     }
     if !mesh.is_empty() {
         page += "## Mesh scenarios (meshwork-bench)\n\n";
-        page += &mesh_table(mesh, machine);
+        page += &mesh_table(mesh, bare_rps(sayhello), machine);
         page += "\n";
     }
     let _ = writeln!(
@@ -189,63 +190,92 @@ fn page(
     page
 }
 
-/// The SayHello table with its one-line note: each row as a ratio to the `bare` row.
+/// The SayHello table with its one-line note: each server's medians over the rounds, and
+/// its ratios to bare tonic (see [`summary`]).
 fn sayhello_table(rows: &[SayHelloRow], machine: &Machine) -> String {
-    let bare = rows.iter().find(|row| row.server == "bare");
-    let ratio = |value: f64, of_bare: fn(&SayHelloRow) -> f64| match bare {
-        Some(bare) if of_bare(bare) > 0.0 => format!(" ({:.2}×)", value / of_bare(bare)),
-        _ => String::new(),
-    };
+    let servers = summary::sayhello(rows);
     let mut table = String::from(
         "| SayHello server (core 0; h2load on core 1) | req/s, 52 streams (× bare) | CPU per call, 52 streams (× bare) \
          | req/s, 1 stream (× bare) | p99, 1 stream (× bare) | idle RSS | start → SERVING |\n\
          |---|---:|---:|---:|---:|---:|---:|\n",
     );
-    for row in rows {
+    for row in &servers {
         let _ = writeln!(
             table,
             "| {label} | {rps_52}{r52} | {cpu:.1} µs{rcpu} | {rps_1}{r1} | {p99} µs{rp99} | {rss:.1} MiB | {ready:.1} ms{mark} |",
             label = row.label,
-            rps_52 = thousands(row.rps_52),
-            r52 = ratio(row.rps_52, |bare| bare.rps_52),
-            cpu = row.cpu_us_52,
-            rcpu = ratio(row.cpu_us_52, |bare| bare.cpu_us_52),
-            rps_1 = thousands(row.rps_1),
-            r1 = ratio(row.rps_1, |bare| bare.rps_1),
-            p99 = thousands(row.p99_1_us),
-            rp99 = ratio(row.p99_1_us, |bare| bare.p99_1_us),
+            rps_52 = thousands(row.rps_52.median),
+            r52 = ratio(&row.rps_52),
+            cpu = row.cpu_us_52.median,
+            rcpu = ratio(&row.cpu_us_52),
+            rps_1 = thousands(row.rps_1.median),
+            r1 = ratio(&row.rps_1),
+            p99 = thousands(row.p99_1_us.median),
+            rp99 = ratio(&row.p99_1_us),
             rss = row.idle_rss_kib / 1024.0,
             ready = row.ready_ms,
-            mark = if row.server == "bare" { "¹" } else { "" },
+            mark = if row.is_bare() { "¹" } else { "" },
         );
     }
-    let first = &rows[0];
+    let first = &servers[0];
+    let rounds = match first.rounds {
+        1 => format!(
+            "{} s measured after {} s of warm-up, per shape",
+            first.duration_s, first.warmup_s
+        ),
+        n => format!(
+            "{n} rounds, each measuring every server in turn for {} s per shape (after {} s of warm-up \
+             per server, once); values are medians over the rounds, and each ratio is the median of \
+             the rounds' ratios to bare tonic in the same round, lowest–highest after it",
+            first.duration_s, first.warmup_s
+        ),
+    };
     let _ = writeln!(
         table,
-        "\n_h2load, 52 streams = 4 connections × 13, and 1 stream; {duration} s measured after {warmup} s of \
-         warm-up, per shape; every call answered OK (the server's own `grpc_server_handled_total`; \
-         streams h2load resets at the end count `Canceled`). CPU per call: the server's utime + stime \
-         (`/proc/<pid>/stat`, every thread) over the 52-stream window, per call answered. Span export: `OTEL_TRACES_SAMPLER=always_on` \
-         to a local OTLP/gRPC sink. Start → SERVING: median of 5 starts, from spawn to a health `Check` \
-         answering `SERVING`; ¹ bare tonic has no health service, so to its first SayHello answered. \
-         {machine}._",
-        duration = first.duration_s,
-        warmup = first.warmup_s,
+        "\n_h2load, 52 streams = 4 connections × 13, and 1 stream; {rounds}; every call answered OK (the server's own \
+         `grpc_server_handled_total`; streams h2load resets at the end count `Canceled`). CPU per call: the \
+         server's utime + stime (`/proc/<pid>/stat`, every thread) over the 52-stream window, per call answered. \
+         Span export: `OTEL_TRACES_SAMPLER=always_on` to a local OTLP/gRPC sink. Start → SERVING: median of 5 \
+         starts, from spawn to a health `Check` answering `SERVING`; ¹ bare tonic has no health service, so to \
+         its first SayHello answered. {machine}._",
         machine = machine.short(),
     );
     table
 }
 
-/// The mesh table with its one-line note.
-fn mesh_table(rows: &[ScenarioResult], machine: &Machine) -> String {
+/// ` (0.81×)`, or with a spread over rounds ` (0.81×, 0.78–0.84)`; nothing without bare tonic.
+fn ratio(measure: &summary::Measure) -> String {
+    match measure.ratio {
+        Some(r) if (r.high - r.low) >= 0.005 => format!(" ({:.2}×, {:.2}–{:.2})", r.median, r.low, r.high),
+        Some(r) => format!(" ({:.2}×)", r.median),
+        None => String::new(),
+    }
+}
+
+/// Bare tonic's median req/s with 52 streams, if SayHello was measured: the mesh's yardstick.
+fn bare_rps(sayhello: &[SayHelloRow]) -> Option<f64> {
+    summary::sayhello(sayhello)
+        .iter()
+        .find(|server| server.is_bare())
+        .map(|bare| bare.rps_52.median)
+        .filter(|rps| *rps > 0.0)
+}
+
+/// The mesh table with its one-line note; calls per second also as a ratio to bare tonic's
+/// SayHello req/s (52 streams), the issue's yardstick, when SayHello was measured in the run.
+fn mesh_table(rows: &[ScenarioResult], bare_rps: Option<f64>, machine: &Machine) -> String {
     let mut table = String::from(
-        "| scenario (user-service + order-service on core 0) | backend | load | throughput | p50 | p90 | p99 \
-         | CPU s per 10k | peak RSS |\n|---|---|---|---:|---:|---:|---:|---:|---|\n",
+        "| scenario (user-service + order-service on core 0) | backend | load | throughput (× bare tonic) | p50 | p90 \
+         | p99 | CPU s per 10k | peak RSS |\n|---|---|---|---:|---:|---:|---:|---:|---|\n",
     );
     for row in rows {
+        let of_bare = match bare_rps {
+            Some(bare) if row.unit == "calls" => format!(" ({:.3}×)", row.rate / bare),
+            _ => String::new(),
+        };
         let _ = writeln!(
             table,
-            "| {scenario} | {backend} | {load} | {rate} {unit}/s | {p50:.2} ms | {p90:.2} ms | {p99:.2} ms | {cpu:.2} | {rss} |",
+            "| {scenario} | {backend} | {load} | {rate} {unit}/s{of_bare} | {p50:.2} ms | {p90:.2} ms | {p99:.2} ms | {cpu:.2} | {rss} |",
             scenario = row.scenario,
             backend = row.backend,
             load = row.load,
@@ -258,6 +288,15 @@ fn mesh_table(rows: &[ScenarioResult], machine: &Machine) -> String {
             rss = peak_rss(row),
         );
     }
+    let yardstick = match bare_rps {
+        Some(bare) => format!(
+            " × bare tonic: calls/s over bare tonic's median SayHello req/s with 52 streams in this run ({}), \
+             measured minutes before, so the machine's drift between the two is in it; CPU s per 10k is the steadier \
+             comparison (bare tonic's CPU per call is in the SayHello table).",
+            thousands(bare)
+        ),
+        None => String::new(),
+    };
     let first = &rows[0];
     let _ = writeln!(
         table,
@@ -265,7 +304,7 @@ fn mesh_table(rows: &[ScenarioResult], machine: &Machine) -> String {
          1,000 users seeded first. Latency is per call, and for WatchOrders from the start of each \
          CreateOrder to each watcher's receipt of its event. CPU s per 10k: the services' utime + stime \
          (`/proc/<pid>/stat`) over the window per 10,000 calls (WatchOrders: events delivered). Peak RSS: \
-         `VmHWM`, reset at the window's start. Every call OK, every event delivered to every watcher. \
+         `VmHWM`, reset at the window's start. Every call OK, every event delivered to every watcher.{yardstick} \
          {machine}._",
         duration = first.seconds,
         warmup = first.warmup_s,
@@ -315,6 +354,7 @@ mod tests {
         SayHelloRow {
             server: server.into(),
             label: server.into(),
+            round: 0,
             rps_52,
             cpu_us_52: 20.0,
             rps_1: 10_000.0,
@@ -342,5 +382,49 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("commit abc1234"), "{table}");
+    }
+
+    #[test]
+    fn rounds_show_the_median_ratio_and_its_spread() {
+        let round = |server: &str, round: u32, rps_52: f64| SayHelloRow {
+            round,
+            ..row(server, rps_52)
+        };
+        let rows = [
+            round("bare", 1, 100_000.0),
+            round("hello", 1, 70_000.0),
+            round("bare", 2, 50_000.0),
+            round("hello", 2, 45_000.0),
+            round("bare", 3, 80_000.0),
+            round("hello", 3, 64_000.0),
+        ];
+        let table = sayhello_table(&rows, &machine());
+        assert!(table.contains("| bare | 80,000 (1.00×) |"), "{table}");
+        assert!(
+            table.contains("| hello | 64,000 (0.80×, 0.70–0.90) | 20.0 µs (1.00×) |"),
+            "{table}"
+        );
+        assert!(table.contains("3 rounds"), "{table}");
+    }
+
+    #[test]
+    fn mesh_calls_are_ratios_to_bare_tonic_events_are_not() {
+        let scenario = |name: &str, unit: &str, rate: f64| ScenarioResult {
+            scenario: name.into(),
+            backend: "SQLite".into(),
+            unit: unit.into(),
+            rate,
+            ..ScenarioResult::default()
+        };
+        let rows = [
+            scenario("CreateOrder", "calls", 8_000.0),
+            scenario("WatchOrders fan-out", "events", 20_000.0),
+        ];
+        let table = mesh_table(&rows, Some(80_000.0), &machine());
+        assert!(table.contains("| 8,000 calls/s (0.100×) |"), "{table}");
+        assert!(table.contains("| 20,000 events/s |"), "{table}");
+        assert!(table.contains("(80,000)"), "{table}");
+        let without = mesh_table(&rows, None, &machine());
+        assert!(without.contains("| 8,000 calls/s |"), "{without}");
     }
 }

@@ -1,7 +1,8 @@
 //! The results the benchmark scripts leave in `.bench/results/`, one JSON object per line,
 //! read back by `meshwork-bench report`.
 //!
-//! - `sayhello.jsonl`: one [`SayHelloRow`] per server, written by `bench/h2load.sh`.
+//! - `sayhello.jsonl`: one [`SayHelloRow`] per server and round, written by `bench/h2load.sh`
+//!   (summarised by [`crate::summary`]).
 //! - `mesh.jsonl`: one [`ScenarioResult`] per scenario, written by `load` and `watch`.
 
 use std::{
@@ -13,13 +14,18 @@ use std::{
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-/// SayHello under h2load for one server (written by `bench/h2load.sh`).
+/// SayHello under h2load for one server in one round (written by `bench/h2load.sh`).
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct SayHelloRow {
     /// Short name: `bare`, `hello`, `hello-warn`, `hello-otel`.
     pub server: String,
     /// What the row is, for the table (`hello-service, RUST_LOG=warn`).
     pub label: String,
+    /// Which round, from 1: every server is measured once a round, so a server's row is
+    /// compared with bare tonic's row of the same round. Results written before rounds
+    /// existed have one row per server, read as round 0.
+    #[serde(default)]
+    pub round: u32,
     /// Requests per second with 52 streams (4 connections x 13).
     pub rps_52: f64,
     /// The server's CPU time (user + system, every thread) per call with 52 streams,
@@ -36,7 +42,7 @@ pub struct SayHelloRow {
     /// Median time from spawn to the first answer that says it is ready (health `SERVING`;
     /// for bare tonic, which has no health service, the first SayHello answered).
     pub ready_ms: f64,
-    /// Seconds of warm-up and of measurement, per shape.
+    /// Seconds of warm-up (once per server) and of measurement (per shape and round).
     pub warmup_s: f64,
     pub duration_s: f64,
 }
