@@ -46,9 +46,10 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub fn call_ended(&self) {
+    /// A call ended `at` (the caller's clock reading, so that no call reads the clock twice).
+    pub fn call_ended(&self, at: std::time::Instant) {
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        *self.last_active.lock().expect("never poisoned") = Instant::now();
+        *self.last_active.lock().expect("never poisoned") = Instant::from_std(at);
     }
 
     /// Returns once no call has been in flight for `limit`.

@@ -143,20 +143,26 @@ pub struct CallTimer {
 }
 
 impl CallTimer {
-    pub fn finish(mut self, code: Code) {
-        self.record(code);
+    /// When the call started.
+    pub fn started(&self) -> std::time::Instant {
+        self.started
     }
 
-    fn record(&mut self, code: Code) {
+    /// Counts the call as ended with `code`, and returns how long it took.
+    pub fn finish(mut self, code: Code) -> std::time::Duration {
+        self.record(code)
+    }
+
+    fn record(&mut self, code: Code) -> std::time::Duration {
         if std::mem::replace(&mut self.finished, true) {
-            return;
+            return std::time::Duration::ZERO;
         }
+        let elapsed = self.started.elapsed();
         let series = self.metrics.series(&self.method);
         series.in_flight.dec();
-        series
-            .handling_seconds
-            .observe(self.started.elapsed().as_secs_f64());
+        series.handling_seconds.observe(elapsed.as_secs_f64());
         self.metrics.handled(&self.method, code).inc();
+        elapsed
     }
 }
 

@@ -13,7 +13,6 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll},
-    time::Instant,
 };
 
 use http::Request;
@@ -24,10 +23,7 @@ use meshwork_rpc::{
     trace::{self, CALL_SPANS},
 };
 use tonic::{Code, transport::server::TcpConnectInfo};
-use tracing::{
-    Span,
-    field::{self, Empty},
-};
+use tracing::{Span, field::Empty};
 
 use crate::{connection::Activity, telemetry::ACCESS_LOG};
 
@@ -41,7 +37,7 @@ impl Observer for ServerObserver {
     fn begin<B>(&self, method: RpcMethod, request: &mut Request<B>) -> (Span, ServedCall) {
         // Taken out: nothing below needs it, and the call's end holds it from here on.
         let arrival = request.extensions_mut().remove::<Arrival>();
-        let span = server_span(method, arrival.as_ref().map(|a| &a.connection.addresses));
+        let span = server_span(method, arrival.as_ref().map(|a| &*a.connection));
         trace::continue_trace(&span, trace::incoming(request.headers()));
         if let Some(arrival) = &arrival {
             arrival.connection.activity.call_started();
@@ -50,16 +46,16 @@ impl Observer for ServerObserver {
             method,
             span: span.clone(),
             timer: SERVER.start(method),
-            started: Instant::now(),
             arrival,
         };
         (span, served)
     }
 }
 
-fn server_span(method: RpcMethod, connection: Option<&TcpConnectInfo>) -> Span {
-    let peer = connection.and_then(TcpConnectInfo::remote_addr);
-    let local = connection.and_then(TcpConnectInfo::local_addr);
+/// The call's span. Its attributes are the contract's (`rpc.*`) and the peer's address;
+/// the server's own address is the same for every call of the process, so it is not
+/// repeated in every span.
+fn server_span(method: RpcMethod, connection: Option<&ServedConnection>) -> Span {
     tracing::info_span!(
         target: CALL_SPANS,
         "grpc.server",
@@ -70,11 +66,9 @@ fn server_span(method: RpcMethod, connection: Option<&TcpConnectInfo>) -> Span {
         rpc.service = method.service,
         rpc.method = method.method,
         rpc.grpc.status_code = Empty,
-        // Formatted only if a layer records them (an exporter's): no allocation per call.
-        server.address = local.map(|a| field::display(a.ip())),
-        server.port = local.map(|a| a.port()),
-        network.peer.address = peer.map(|a| field::display(a.ip())),
-        network.peer.port = peer.map(|a| a.port()),
+        // Formatted once per connection, not per call.
+        network.peer.address = connection.and_then(|c| c.peer_ip.as_deref()),
+        network.peer.port = connection.and_then(|c| c.addresses.remote_addr()).map(|a| a.port()),
     )
 }
 
@@ -83,20 +77,21 @@ fn server_span(method: RpcMethod, connection: Option<&TcpConnectInfo>) -> Span {
 #[derive(Debug)]
 pub struct ServedConnection {
     addresses: TcpConnectInfo,
-    /// The peer's address as the access line prints it: formatted once here rather than
-    /// in every call's line (through `Display`, a tenth of the line's cost).
+    /// The peer's address as the access line prints it, and its IP as the span's
+    /// `network.peer.address`: formatted once here rather than in every call (through
+    /// `Display`, a tenth of the access line's cost).
     peer: Option<Box<str>>,
+    peer_ip: Option<Box<str>>,
     activity: Arc<Activity>,
 }
 
 impl ServedConnection {
     pub fn new(addresses: TcpConnectInfo, activity: Arc<Activity>) -> Self {
-        let peer = addresses
-            .remote_addr()
-            .map(|addr| addr.to_string().into_boxed_str());
+        let remote = addresses.remote_addr();
         Self {
+            peer: remote.map(|addr| addr.to_string().into_boxed_str()),
+            peer_ip: remote.map(|addr| addr.ip().to_string().into_boxed_str()),
             addresses,
-            peer,
             activity,
         }
     }
@@ -115,8 +110,9 @@ struct Arrival {
 pub struct ServedCall {
     method: RpcMethod,
     span: Span,
+    /// The call's one clock: the metrics' histogram, the access line's duration and the
+    /// connection's idle timer all read their times from it.
     timer: CallTimer,
-    started: Instant,
     /// Where the call came from; `None` only for a request that did not come through the
     /// accept loop (a test's).
     arrival: Option<Arrival>,
@@ -138,7 +134,8 @@ impl CallEnd for ServedCall {
             code => code,
         };
         record_status(&self.span, code, is_server_error(code));
-        self.timer.finish(code);
+        let started = self.timer.started();
+        let duration = self.timer.finish(code);
         // Inside the call's span, so the line carries its trace and span ids.
         self.span.in_scope(|| {
             tracing::info!(
@@ -146,13 +143,13 @@ impl CallEnd for ServedCall {
                 method = self.method.full_name,
                 code = code_name(code),
                 // Whole microseconds, so the line reads `0.056`, not `0.056184000000000005`.
-                duration_ms = self.started.elapsed().as_micros() as f64 / 1e3,
+                duration_ms = duration.as_micros() as f64 / 1e3,
                 peer = self.arrival.as_ref().and_then(|a| a.connection.peer.as_deref()),
                 "rpc"
             );
         });
         if let Some(arrival) = &self.arrival {
-            arrival.connection.activity.call_ended();
+            arrival.connection.activity.call_ended(started + duration);
         }
     }
 }

@@ -153,6 +153,14 @@ where
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
+        // A `target` attribute on every span (`meshwork::call`), which no convention asks for:
+        // one attribute more to build, convert and encode per span.
+        .with_target(false)
+        // Entering a span would also make its context OpenTelemetry's current one (a context
+        // clone and a thread-local push on every poll of every call). Nothing here reads the
+        // current context: outgoing calls and log lines take theirs from the tracing span
+        // (`meshwork_rpc::trace`).
+        .with_context_activation(false)
         // The access line would become an event on every call's span, saying again what the
         // span's own attributes say (method, status, duration, peer).
         // (With a level hint, or the combined filter would have none and lift the global
