@@ -102,8 +102,14 @@ async fn one_create_order_is_one_trace_across_both_services() {
         assert_eq!(span.attribute("rpc.grpc.status_code").as_deref(), Some("0"));
         // The caller's IP (without its port, which has an attribute of its own).
         let peer = span.attribute("network.peer.address").unwrap_or_default();
-        assert!(peer.parse::<std::net::IpAddr>().is_ok(), "network.peer.address {peer:?}");
-        assert!(span.attribute("network.peer.port").is_some_and(|port| port.parse::<u16>().is_ok()));
+        assert!(
+            peer.parse::<std::net::IpAddr>().is_ok(),
+            "network.peer.address {peer:?}"
+        );
+        assert!(
+            span.attribute("network.peer.port")
+                .is_some_and(|port| port.parse::<u16>().is_ok())
+        );
         assert!(!span.is_error());
     }
     let expected_system = if meshwork_e2e::database::backend_is_postgres() {

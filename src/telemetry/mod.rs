@@ -10,15 +10,13 @@
 //! The log filter applies to the log output only: `RUST_LOG=warn` must not stop span export
 //! (a global filter would, as both outputs share one subscriber).
 //!
-//! Logging stays off the calls' path: lines go to stdout through `tracing-appender`'s
-//! writer thread (a call never waits on the terminal or a pipe), the log output sees events
+//! Logging stays off the calls' path: lines go to stdout in batches, through a writer
+//! thread of their own ([`log_writer`]: a call never waits on the terminal or a pipe, and
+//! the thread is not woken for every line), the log output sees events
 //! only (spans' fields are not formatted into text for every call; a line carries its
 //! trace and span ids instead), and colour codes are written only to a terminal.
 
-use std::{
-    io::{BufWriter, IsTerminal},
-    time::Duration,
-};
+use std::{io::IsTerminal, time::Duration};
 
 use meshwork_rpc::trace::CALL_SPANS;
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
@@ -29,7 +27,6 @@ use opentelemetry_sdk::{
     trace::{Sampler, SdkTracerProvider},
 };
 use tracing::{Level, Subscriber};
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{
     EnvFilter, Layer,
     filter::{FilterExt, LevelFilter, Targets, filter_fn},
@@ -41,8 +38,10 @@ use tracing_subscriber::{
 use crate::config::{LogFormat, SamplerName, ServerConfig};
 
 mod line;
+mod log_writer;
 
 use line::{CachedTime, TextLine, WithTraceIds};
+use log_writer::{LogWriter, LogWriterGuard};
 
 /// The target of the access log, one line per call (`RUST_LOG=meshwork::access=off` stops it).
 pub const ACCESS_LOG: &str = "meshwork::access";
@@ -51,8 +50,8 @@ pub const ACCESS_LOG: &str = "meshwork::access";
 #[must_use = "spans are lost unless Telemetry::shutdown runs before the process exits"]
 pub struct Telemetry {
     provider: SdkTracerProvider,
-    /// Writes the log lines still queued when dropped.
-    logs: WorkerGuard,
+    /// Writes the log lines still buffered when dropped.
+    logs: LogWriterGuard,
 }
 
 impl Telemetry {
@@ -84,15 +83,7 @@ pub fn init(config: &ServerConfig) -> Telemetry {
         .parse(&config.rust_log)
         .expect("RUST_LOG was validated when the configuration was parsed");
     let json = config.log_format == LogFormat::Json;
-    // Not lossy: under a flood the calls wait for the writer rather than lose lines.
-    let (stdout, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        // A bounded queue, allocated up front: 128k lines (the default) would cost 4 MiB of RSS.
-        .buffered_lines_limit(4096)
-        .thread_name("meshwork-log-writer")
-        // Buffered: the writer thread flushes once it has drained what is queued, so under
-        // load many lines go out in one write(2), and an idle process's lines are not held.
-        .finish(BufWriter::with_capacity(64 * 1024, std::io::stdout()));
+    let (stdout, guard) = LogWriter::spawn(std::io::stdout()).expect("cannot start the log writer thread");
     let ansi = std::io::stdout().is_terminal();
     let logs = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
