@@ -133,9 +133,12 @@ sink_settled_total() {
 # start_sink: the OTLP/gRPC receiver, on core 1 with h2load, once it accepts connections.
 start_sink() {
   "${PIN_LOAD[@]}" "$BENCH" sink --listen "$SINK_ADDR" 2>"$OUT/sink.log" &
-  pids+=($!)
+  local pid=$!
+  pids+=("$pid")
   for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/${SINK_ADDR%:*}/${SINK_ADDR#*:}") 2>/dev/null && return 0
+    # Ours must be the one listening: another process on the port would take the spans.
+    kill -0 "$pid" 2>/dev/null || break
+    (exec 3<>"/dev/tcp/${SINK_ADDR%:*}/${SINK_ADDR#*:}") 2>/dev/null && kill -0 "$pid" 2>/dev/null && return 0
     sleep 0.05
   done
   echo "the OTLP sink did not start:"; cat "$OUT/sink.log"; exit 1
