@@ -175,7 +175,8 @@ port-forward: $(PY_TOOLS) ## forward every service's gRPC port to the same port 
 	sleep 2; $(GRPCURL) -plaintext -d '{"name":"cluster"}' localhost:50051 hello.v1.HelloService/SayHello; wait
 
 # `make bench WARMUP=1 DURATION=3` (seconds) is a quick check that it all runs; ROUNDS (5) sets
-# SayHello's rounds (bench/h2load.sh). The page then names the settings it was made with;
+# the rounds against bare tonic (bench/h2load.sh, scripts/bench.sh). The page then names the
+# settings it was made with;
 # BENCH_POSTGRES_URL is left out of it: it may hold a password.
 BENCH_SETTINGS := $(strip $(foreach v,WARMUP DURATION ROUNDS CONCURRENCY USERS WATCHERS WATCH_RATE,$(if $(value $v),$(v)=$(value $v))))
 

@@ -43,7 +43,7 @@ HELLO_BIN=${HELLO_BIN:-$BIN/hello-service}
 ALLOWED_CODES=${ALLOWED_CODES:-OK|Canceled}
 OUT=.bench/h2load
 RESULTS=${RESULTS:-.bench/results}
-SINK_ADDR=127.0.0.1:54317
+SINK_ADDR=127.0.0.1:20317
 mkdir -p "$OUT" "$RESULTS"
 rm -f "$RESULTS/sayhello.jsonl"
 : >"$OUT/sink.log"
@@ -145,6 +145,7 @@ start_sink() {
 }
 
 # The servers, in the table's order. define NAME LABEL PORT PROBE COMMAND... records one.
+# Ports below Linux's ephemeral range (32768 up), where h2load's own connection ends are.
 servers=()
 declare -A label_of port_of probe_of command_of pid_of ready_ms_of idle_rss_of
 define() {
@@ -154,10 +155,10 @@ define() {
   shift 4
   command_of[$name]="env LISTEN_ADDR=127.0.0.1:${port_of[$name]} METRICS_ADDR=127.0.0.1:$((port_of[$name] + 1000)) $(printf '%q ' "$@")"
 }
-define bare "bare tonic (baseline)" 50061 say-hello "$BIN/bare-hello"
-define hello "hello-service (access log at info)" 50071 health "$HELLO_BIN"
-define hello-warn "hello-service, RUST_LOG=warn" 50081 health env RUST_LOG=warn "$HELLO_BIN"
-define hello-otel "hello-service, span export on (always_on)" 50091 health \
+define bare "bare tonic (baseline)" 20061 say-hello "$BIN/bare-hello"
+define hello "hello-service (access log at info)" 20071 health "$HELLO_BIN"
+define hello-warn "hello-service, RUST_LOG=warn" 20081 health env RUST_LOG=warn "$HELLO_BIN"
+define hello-otel "hello-service, span export on (always_on)" 20091 health \
   env OTEL_EXPORTER_OTLP_ENDPOINT="http://$SINK_ADDR" OTEL_TRACES_SAMPLER=always_on "$HELLO_BIN"
 
 # 1. Start-up, each server alone: median of 5 starts to SERVING.

@@ -6,14 +6,19 @@
 # call to the User service), and WatchOrders fan-out (100 watchers of one user while orders
 # for that user are created). Each scenario reports throughput, p50/p90/p99, the services'
 # CPU seconds per 10k calls and their peak RSS, and is appended to $RESULTS/mesh.jsonl for
-# `meshwork-bench report`. Then the replica rows: CreateOrder over two User instances (one
-# SIGKILLed half-way through), and PostgreSQL with two replicas of each service.
+# `meshwork-bench report`. Then the issue's yardstick, in rounds: bare tonic's SayHello
+# (bench/src/bin/bare-hello.rs) and GetUser, ListUsers and CreateOrder on a fresh pair of
+# services, each measured in turn for DURATION/ROUNDS seconds, ROUNDS times, into
+# $RESULTS/mesh-rounds.jsonl (the report pairs each with bare tonic's of the same round). Then
+# the replica rows: CreateOrder over two User instances (one SIGKILLed half-way through), and
+# PostgreSQL with two replicas of each service.
 #
 # A scenario fails the run if any of its calls was not OK (the load generator's own count),
 # or if any service counted a code other than OK or Canceled in its grpc_server_handled_total.
 #
 #   scripts/bench.sh                          (after `cargo build --release --workspace --bins`)
 #   WARMUP=1 DURATION=3 CONCURRENCY=32 scripts/bench.sh        (seconds)
+#   ROUNDS=5 scripts/bench.sh                 (rounds against bare tonic; the default)
 #   BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres scripts/bench.sh  (default;
 #   empty: no PostgreSQL rows)
 set -euo pipefail
@@ -23,6 +28,11 @@ WARMUP=${WARMUP:-2}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP%s} DURATION=${DURATION%s}
 [[ $WARMUP =~ ^[0-9]+$ && $DURATION =~ ^[0-9]+$ ]] || { echo "WARMUP and DURATION are whole seconds"; exit 2; }
+ROUNDS=${ROUNDS:-5}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS is a whole number, at least 1"; exit 2; }
+# Seconds of each window of the rounds: the measured time per scenario, shared among them.
+WINDOW=$((DURATION / ROUNDS))
+[ "$WINDOW" -ge 1 ] || WINDOW=1
 CONCURRENCY=${CONCURRENCY:-64}
 USERS=${USERS:-1000}
 WATCHERS=${WATCHERS:-100}
@@ -36,7 +46,7 @@ OUT=.bench/mesh
 RESULTS=${RESULTS:-.bench/results}
 rm -rf "$OUT"
 mkdir -p "$OUT" "$RESULTS"
-rm -f "$RESULTS/mesh.jsonl"
+rm -f "$RESULTS/mesh.jsonl" "$RESULTS/mesh-rounds.jsonl"
 PIN_SERVICES=(taskset -c 0)
 PIN_LOAD=(taskset -c 1)
 [ "$(nproc)" -ge 2 ] || { PIN_SERVICES=(); PIN_LOAD=(); }
@@ -49,7 +59,8 @@ trap cleanup EXIT
 declare -A pid_of metrics_port_of
 
 # start NAME BINARY PORT [ENV=VALUE...]: starts a service pinned to core 0, waits until its
-# health says SERVING. Services named alike share a data directory (user, user-2: one SQLite
+# health says SERVING. The ports are below Linux's ephemeral range (32768 up), from which the
+# clients' own ends of thousands of connections are taken: a port there may be in use. Services named alike share a data directory (user, user-2: one SQLite
 # file). Its metrics port is PORT + 1000.
 start() {
   local name=$1 binary=$2 port=$3; shift 3
@@ -128,14 +139,50 @@ fresh_pg_db() { # NAME: creates a fresh database, prints its URL
 echo "# meshwork bench: $(nproc) cores, $CONCURRENCY calls in flight, ${DURATION}s per scenario after ${WARMUP}s of warm-up"
 
 # --- SQLite: one User and one Order -------------------------------------------------------
-start user user-service 51053
-start order order-service 51054 USER_SERVICE_URL=http://127.0.0.1:51053
-scenarios SQLite 51053 51054 user order
+start user user-service 23053
+start order order-service 23054 USER_SERVICE_URL=http://127.0.0.1:23053
+scenarios SQLite 23053 23054 user order
+
+# --- The yardstick, in rounds: bare tonic's SayHello and the mesh, one after another ---------
+# A fresh User and Order (1,000 users, as above), and bare tonic beside them on core 0; all
+# called by meshwork-bench with the same calls in flight, so that a ratio compares servers,
+# not load generators, measured seconds apart.
+LISTEN_ADDR=127.0.0.1:23090 "${PIN_SERVICES[@]}" "$BIN/bare-hello" >"$OUT/bare.log" 2>&1 &
+pids+=($!)
+pid_of[bare]=$!
+"$BENCH" ready --target http://127.0.0.1:23090 --probe say-hello --timeout 20s \
+  || { echo "bare tonic did not start:"; cat "$OUT/bare.log"; exit 1; }
+start ruser user-service 23091
+start rorder order-service 23092 USER_SERVICE_URL=http://127.0.0.1:23091
+"${PIN_LOAD[@]}" "$BENCH" seed --target http://127.0.0.1:23091 --users "$USERS" --out "$OUT/users-ruser.txt"
+round_scenarios=(bare get-user list-users create-order)
+for round in $(seq "$ROUNDS"); do
+  for i in "${!round_scenarios[@]}"; do
+    case ${round_scenarios[$(((i + round - 1) % ${#round_scenarios[@]}))]} in
+      bare) target=http://127.0.0.1:23090 services=bare rpc=say-hello scenario="bare tonic SayHello" extra=() backend=– ;;
+      get-user) target=http://127.0.0.1:23091 services=ruser,rorder rpc=get-user scenario=GetUser backend=SQLite
+        extra=(--users "$OUT/users-ruser.txt") ;;
+      list-users) target=http://127.0.0.1:23091 services=ruser,rorder rpc=list-users scenario="ListUsers (page_size 50)"
+        backend=SQLite extra=(--page-size 50) ;;
+      create-order) target=http://127.0.0.1:23092 services=ruser,rorder rpc=create-order scenario="CreateOrder (+ its GetUser)"
+        backend=SQLite extra=(--users "$OUT/users-ruser.txt") ;;
+    esac
+    mapfile -t pid_args < <(watched "$services")
+    "${PIN_LOAD[@]}" "$BENCH" load --scenario "$scenario" --backend "$backend" --rpc "$rpc" --target "$target" \
+      --concurrency "$CONCURRENCY" --duration "${WINDOW}s" --warmup 1s --round "$round" \
+      --results "$RESULTS/mesh-rounds.jsonl" "${pid_args[@]}" "${extra[@]}"
+  done
+done
+check_codes
+# Disowned, so that bash does not report bare tonic (which has no SIGTERM handler) as killed.
+disown "${pid_of[bare]}"
+kill -TERM "${pid_of[bare]}" "${pid_of[ruser]}" "${pid_of[rorder]}" 2>/dev/null || true
+unset 'metrics_port_of[ruser]' 'metrics_port_of[rorder]'
 
 # --- SQLite: Order over two User instances, then one of them SIGKILLed half-way ------------
-start user-2 user-service 51055
-start order-2 order-service 51056 USER_SERVICE_URL=http://127.0.0.1:51053,http://127.0.0.1:51055
-load "SQLite, 2 Users" "CreateOrder (+ its GetUser)" create-order http://127.0.0.1:51056 \
+start user-2 user-service 23055
+start order-2 order-service 23056 USER_SERVICE_URL=http://127.0.0.1:23053,http://127.0.0.1:23055
+load "SQLite, 2 Users" "CreateOrder (+ its GetUser)" create-order http://127.0.0.1:23056 \
   user,user-2,order-2 --users "$OUT/users-user.txt"
 kill_at=$((WARMUP + DURATION / 2))
 # Disowned, so that bash does not report the killed job in the middle of the results.
@@ -145,24 +192,24 @@ pids+=($!)
 # user-2 is not charged: it is gone before the window ends.
 unset 'metrics_port_of[user-2]'
 load "SQLite, 2 Users, 1 killed at ${kill_at}s" "CreateOrder (+ its GetUser)" create-order \
-  http://127.0.0.1:51056 user,order-2 --users "$OUT/users-user.txt"
+  http://127.0.0.1:23056 user,order-2 --users "$OUT/users-user.txt"
 
 # --- PostgreSQL: one replica of each, then two ----------------------------------------------
 if [ -n "$PG_ADMIN" ] && psql "$PG_ADMIN" -qc 'SELECT 1' >/dev/null 2>&1; then
   user_db=$(fresh_pg_db user); order_db=$(fresh_pg_db order)
-  start user-pg user-service 51063 DATABASE_URL="$user_db"
-  start order-pg order-service 51064 DATABASE_URL="$order_db" USER_SERVICE_URL=http://127.0.0.1:51063
-  scenarios PostgreSQL 51063 51064 user-pg order-pg
+  start user-pg user-service 23063 DATABASE_URL="$user_db"
+  start order-pg order-service 23064 DATABASE_URL="$order_db" USER_SERVICE_URL=http://127.0.0.1:23063
+  scenarios PostgreSQL 23063 23064 user-pg order-pg
 
-  start user-pg-2 user-service 51065 DATABASE_URL="$user_db"
-  start order-pg-2 order-service 51066 DATABASE_URL="$order_db" \
-    USER_SERVICE_URL=http://127.0.0.1:51063,http://127.0.0.1:51065
+  start user-pg-2 user-service 23065 DATABASE_URL="$user_db"
+  start order-pg-2 order-service 23066 DATABASE_URL="$order_db" \
+    USER_SERVICE_URL=http://127.0.0.1:23063,http://127.0.0.1:23065
   all_pg=user-pg,user-pg-2,order-pg,order-pg-2
-  load "PostgreSQL, 2 replicas" GetUser get-user http://127.0.0.1:51063,http://127.0.0.1:51065 "$all_pg" \
+  load "PostgreSQL, 2 replicas" GetUser get-user http://127.0.0.1:23063,http://127.0.0.1:23065 "$all_pg" \
     --users "$OUT/users-user-pg.txt"
-  load "PostgreSQL, 2 replicas" CreateUser create-user http://127.0.0.1:51063,http://127.0.0.1:51065 "$all_pg"
+  load "PostgreSQL, 2 replicas" CreateUser create-user http://127.0.0.1:23063,http://127.0.0.1:23065 "$all_pg"
   load "PostgreSQL, 2+2 replicas" "CreateOrder (+ its GetUser)" create-order \
-    http://127.0.0.1:51064,http://127.0.0.1:51066 "$all_pg" --users "$OUT/users-user-pg.txt"
+    http://127.0.0.1:23064,http://127.0.0.1:23066 "$all_pg" --users "$OUT/users-user-pg.txt"
 else
   echo "# PostgreSQL scenarios skipped: no server at BENCH_POSTGRES_URL"
 fi

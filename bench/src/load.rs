@@ -203,6 +203,7 @@ pub async fn run(args: LoadArgs) -> Result<(), BoxError> {
         peak_rss_mib,
         errors: tally.errors,
         warmup_s: args.window.warmup.as_secs_f64(),
+        round: args.window.round,
     };
     print_and_record(&result, args.window.results.as_deref())
 }

@@ -22,6 +22,9 @@ pub struct WindowArgs {
     /// A JSON-lines file the result is appended to.
     #[arg(long)]
     pub results: Option<PathBuf>,
+    /// The round this window belongs to, for a scenario measured in rounds (0: not).
+    #[arg(long, default_value_t = 0)]
+    pub round: u32,
 }
 
 #[derive(Clone, Debug)]

@@ -45,6 +45,7 @@ enum Table {
 pub fn run(args: ReportArgs) -> Result<(), BoxError> {
     let sayhello: Vec<SayHelloRow> = results::read_all(&args.results.join("sayhello.jsonl"))?;
     let mesh: Vec<ScenarioResult> = results::read_all(&args.results.join("mesh.jsonl"))?;
+    let rounds: Vec<ScenarioResult> = results::read_all(&args.results.join("mesh-rounds.jsonl"))?;
     if sayhello.is_empty() && mesh.is_empty() {
         return Err(format!(
             "no results in {}: run bench/h2load.sh or scripts/bench.sh first",
@@ -56,7 +57,7 @@ pub fn run(args: ReportArgs) -> Result<(), BoxError> {
     if let Some(table) = args.print {
         let text = match table {
             Table::Sayhello if !sayhello.is_empty() => sayhello_table(&sayhello, &machine),
-            Table::Mesh if !mesh.is_empty() => mesh_table(&mesh, bare_rps(&sayhello), &machine),
+            Table::Mesh if !mesh.is_empty() => mesh_tables(&mesh, &rounds, &sayhello, &machine),
             _ => return Err(format!("no results for that table in {}", args.results.display()).into()),
         };
         print!("{text}");
@@ -67,7 +68,7 @@ pub fn run(args: ReportArgs) -> Result<(), BoxError> {
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let page = page(&machine, &args.command, &sayhello, &mesh, &svg_name);
+    let page = page(&machine, &args.command, &sayhello, &mesh, &rounds, &svg_name);
     write_creating_dir(&args.md, &page)?;
     plot::draw(&args.svg, &sayhello, &mesh)?;
     println!("wrote {} and {}", args.md.display(), args.svg.display());
@@ -149,6 +150,7 @@ fn page(
     command: &str,
     sayhello: &[SayHelloRow],
     mesh: &[ScenarioResult],
+    rounds: &[ScenarioResult],
     svg_name: &str,
 ) -> String {
     let mut page = String::new();
@@ -180,7 +182,7 @@ fn page(
     }
     if !mesh.is_empty() {
         page += "## Mesh scenarios (meshwork-bench)\n\n";
-        page += &mesh_table(mesh, bare_rps(sayhello), machine);
+        page += &mesh_tables(mesh, rounds, sayhello, machine);
         page += "\n";
     }
     let _ = writeln!(
@@ -252,6 +254,65 @@ fn ratio(measure: &summary::Measure) -> String {
     }
 }
 
+/// The mesh table, then (when the run measured them) the rounds against bare tonic. Without
+/// rounds, the mesh table's calls/s are also given as ratios to bare tonic's SayHello.
+fn mesh_tables(
+    mesh: &[ScenarioResult],
+    rounds: &[ScenarioResult],
+    sayhello: &[SayHelloRow],
+    machine: &Machine,
+) -> String {
+    if rounds.is_empty() {
+        return mesh_table(mesh, bare_rps(sayhello), machine);
+    }
+    format!(
+        "{}\n{}",
+        mesh_table(mesh, None, machine),
+        mesh_rounds_table(rounds, bare_rps(sayhello), machine)
+    )
+}
+
+/// The mesh scenarios against bare tonic's SayHello in rounds, through one load generator;
+/// and, when SayHello was measured under h2load, against that bare tonic too (the issue's
+/// own yardstick, minutes apart).
+fn mesh_rounds_table(rows: &[ScenarioResult], h2load_bare: Option<f64>, machine: &Machine) -> String {
+    let scenarios = summary::mesh_rounds(rows);
+    let mut table = String::from(
+        "| in rounds, against bare tonic (core 0; meshwork-bench on core 1) | backend | calls/s | × bare tonic \
+         | × bare tonic under h2load | CPU s per 10k |\n|---|---|---:|---:|---:|---:|\n",
+    );
+    for row in &scenarios {
+        let _ = writeln!(
+            table,
+            "| {scenario} | {backend} | {rate} | {ratio} | {of_h2load} | {cpu:.2} |",
+            scenario = row.scenario,
+            backend = row.backend,
+            of_h2load = h2load_bare.map_or("–".into(), |bare| format!("{:.3}×", row.rate.median / bare)),
+            rate = thousands(row.rate.median),
+            ratio = match row.rate.ratio {
+                Some(r) if r.high - r.low >= 0.0005 =>
+                    format!("{:.3}×, {:.3}–{:.3}", r.median, r.low, r.high),
+                Some(r) => format!("{:.3}×", r.median),
+                None => "–".into(),
+            },
+            cpu = row.cpu_per_10k,
+        );
+    }
+    let _ = writeln!(
+        table,
+        "\n_{rounds} rounds; in each, bare tonic's SayHello and every scenario above it measured in turn for {seconds} s \
+         (after a second of warm-up), by meshwork-bench with the same calls in flight; calls/s and CPU are medians over \
+         the rounds, × bare tonic the median of each round's ratio to bare tonic's calls/s in that round, lowest–highest \
+         after it. × bare tonic under h2load: the median calls/s over bare tonic's median SayHello req/s with 52 streams \
+         in the table above, the issue's own yardstick (h2load's frames cost a server less than a tonic client's, and it \
+         was measured minutes before). {machine}._",
+        rounds = scenarios.first().map_or(0, |row| row.rounds),
+        seconds = scenarios.first().map_or(0.0, |row| row.seconds),
+        machine = machine.short(),
+    );
+    table
+}
+
 /// Bare tonic's median req/s with 52 streams, if SayHello was measured: the mesh's yardstick.
 fn bare_rps(sayhello: &[SayHelloRow]) -> Option<f64> {
     summary::sayhello(sayhello)
@@ -264,9 +325,14 @@ fn bare_rps(sayhello: &[SayHelloRow]) -> Option<f64> {
 /// The mesh table with its one-line note; calls per second also as a ratio to bare tonic's
 /// SayHello req/s (52 streams), the issue's yardstick, when SayHello was measured in the run.
 fn mesh_table(rows: &[ScenarioResult], bare_rps: Option<f64>, machine: &Machine) -> String {
-    let mut table = String::from(
-        "| scenario (user-service + order-service on core 0) | backend | load | throughput (× bare tonic) | p50 | p90 \
+    let mut table = format!(
+        "| scenario (user-service + order-service on core 0) | backend | load | throughput{} | p50 | p90 \
          | p99 | CPU s per 10k | peak RSS |\n|---|---|---|---:|---:|---:|---:|---:|---|\n",
+        if bare_rps.is_some() {
+            " (× bare tonic)"
+        } else {
+            ""
+        },
     );
     for row in rows {
         let of_bare = match bare_rps {
@@ -426,5 +492,45 @@ mod tests {
         assert!(table.contains("(80,000)"), "{table}");
         let without = mesh_table(&rows, None, &machine());
         assert!(without.contains("| 8,000 calls/s |"), "{without}");
+    }
+
+    #[test]
+    fn mesh_rounds_are_a_table_of_their_own() {
+        let round = |scenario: &str, round: u32, rate: f64| ScenarioResult {
+            scenario: scenario.into(),
+            backend: "SQLite".into(),
+            unit: "calls".into(),
+            round,
+            rate,
+            seconds: 2.0,
+            ..ScenarioResult::default()
+        };
+        let rounds = [
+            ScenarioResult {
+                backend: "–".into(),
+                ..round(results::BARE_SCENARIO, 1, 50_000.0)
+            },
+            round("CreateOrder", 1, 5_000.0),
+            ScenarioResult {
+                backend: "–".into(),
+                ..round(results::BARE_SCENARIO, 2, 40_000.0)
+            },
+            round("CreateOrder", 2, 4_800.0),
+        ];
+        let mesh = [round("CreateOrder", 0, 6_000.0)];
+        let text = mesh_tables(&mesh, &rounds, &[row("bare", 60_000.0)], &machine());
+        assert!(
+            text.contains("| 6,000 calls/s |"),
+            "no ratio in the mesh table when rounds exist: {text}"
+        );
+        assert!(
+            text.contains("| CreateOrder | SQLite | 4,900 | 0.110×, 0.100–0.120 | 0.082× |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| bare tonic SayHello | – | 45,000 | 1.000× | 0.750× |"),
+            "{text}"
+        );
+        assert!(text.contains("2 rounds"), "{text}");
     }
 }

@@ -4,6 +4,9 @@
 //! - `sayhello.jsonl`: one [`SayHelloRow`] per server and round, written by `bench/h2load.sh`
 //!   (summarised by [`crate::summary`]).
 //! - `mesh.jsonl`: one [`ScenarioResult`] per scenario, written by `load` and `watch`.
+//! - `mesh-rounds.jsonl`: the mesh against bare tonic in rounds (`scripts/bench.sh`): one
+//!   [`ScenarioResult`] per scenario and round, bare tonic's SayHello among them
+//!   ([`BARE_SCENARIO`]).
 
 use std::{
     collections::BTreeMap,
@@ -76,7 +79,13 @@ pub struct ScenarioResult {
     pub errors: BTreeMap<String, u64>,
     /// Seconds of warm-up before the window.
     pub warmup_s: f64,
+    /// Which round, from 1, in `mesh-rounds.jsonl`; 0 for a scenario measured once.
+    #[serde(default)]
+    pub round: u32,
 }
+
+/// The scenario name of bare tonic's SayHello in `mesh-rounds.jsonl`: the yardstick.
+pub const BARE_SCENARIO: &str = "bare tonic SayHello";
 
 impl ScenarioResult {
     /// CPU seconds per 10,000 calls (or events).

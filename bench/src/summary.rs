@@ -1,4 +1,5 @@
-//! SayHello rounds summarised, for the table and the plot.
+//! Rounds summarised, for the tables and the plot: SayHello's servers (`bench/h2load.sh`) and
+//! the mesh scenarios against bare tonic (`scripts/bench.sh`).
 //!
 //! `bench/h2load.sh` measures every server in each of several rounds, one server after another,
 //! so that a server and bare tonic are measured within seconds of each other. On a machine
@@ -8,7 +9,7 @@
 //! bare tonic's window of the same round), reported with the lowest and highest of them, and a
 //! value is the median of its rounds.
 
-use crate::results::SayHelloRow;
+use crate::results::{BARE_SCENARIO, SayHelloRow, ScenarioResult};
 
 /// One server's rounds, summarised.
 #[derive(Debug, Clone)]
@@ -95,11 +96,19 @@ fn summarise(own: &[&SayHelloRow], bare: &[&SayHelloRow]) -> SayHelloSummary {
 /// Each round's value over bare tonic's value in the same round; rounds bare tonic has no
 /// (positive) value for are left out.
 fn ratio(own: &[&SayHelloRow], bare: &[&SayHelloRow], of: fn(&SayHelloRow) -> f64) -> Option<Ratio> {
+    let own: Vec<(u32, f64)> = own.iter().map(|row| (row.round, of(row))).collect();
+    let bare: Vec<(u32, f64)> = bare.iter().map(|row| (row.round, of(row))).collect();
+    paired_ratio(&own, &bare)
+}
+
+/// The ratios of `own`'s values to `bare`'s of the same round (both `(round, value)`):
+/// their median, lowest and highest; `None` when no round has both.
+fn paired_ratio(own: &[(u32, f64)], bare: &[(u32, f64)]) -> Option<Ratio> {
     let ratios: Vec<f64> = own
         .iter()
-        .filter_map(|row| {
-            let baseline = bare.iter().find(|bare| bare.round == row.round)?;
-            (of(baseline) > 0.0).then(|| of(row) / of(baseline))
+        .filter_map(|(round, value)| {
+            let (_, baseline) = bare.iter().find(|(bare_round, _)| bare_round == round)?;
+            (*baseline > 0.0).then(|| value / baseline)
         })
         .collect();
     if ratios.is_empty() {
@@ -110,6 +119,57 @@ fn ratio(own: &[&SayHelloRow], bare: &[&SayHelloRow], of: fn(&SayHelloRow) -> f6
         high: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         median: median(ratios),
     })
+}
+
+/// One mesh scenario's rounds against bare tonic's SayHello, through the same load generator.
+#[derive(Debug, Clone)]
+pub struct MeshRounds {
+    pub scenario: String,
+    pub backend: String,
+    pub rounds: usize,
+    /// Calls per second, and their ratio to bare tonic's in the same round.
+    pub rate: Measure,
+    /// Median CPU seconds per 10,000 calls (bare tonic's row: bare tonic's own).
+    pub cpu_per_10k: f64,
+    pub seconds: f64,
+}
+
+/// Every scenario of `mesh-rounds.jsonl`, bare tonic's first, in the order they first appear.
+pub fn mesh_rounds(rows: &[ScenarioResult]) -> Vec<MeshRounds> {
+    let bare: Vec<(u32, f64)> = rows
+        .iter()
+        .filter(|row| row.scenario == BARE_SCENARIO)
+        .map(|row| (row.round, row.rate))
+        .collect();
+    let mut scenarios: Vec<(&str, &str)> = Vec::new();
+    for row in rows {
+        let key = (row.scenario.as_str(), row.backend.as_str());
+        if !scenarios.contains(&key) {
+            scenarios.push(key);
+        }
+    }
+    scenarios.sort_by_key(|(scenario, _)| *scenario != BARE_SCENARIO);
+    scenarios
+        .into_iter()
+        .map(|(scenario, backend)| {
+            let own: Vec<&ScenarioResult> = rows
+                .iter()
+                .filter(|row| row.scenario == scenario && row.backend == backend)
+                .collect();
+            let rates: Vec<(u32, f64)> = own.iter().map(|row| (row.round, row.rate)).collect();
+            MeshRounds {
+                scenario: scenario.to_owned(),
+                backend: backend.to_owned(),
+                rounds: own.len(),
+                rate: Measure {
+                    median: median(rates.iter().map(|(_, rate)| *rate).collect()),
+                    ratio: paired_ratio(&rates, &bare),
+                },
+                cpu_per_10k: median(own.iter().map(|row| row.cpu_per_10k()).collect()),
+                seconds: own[0].seconds,
+            }
+        })
+        .collect()
 }
 
 /// The middle value; of an even count, the mean of the two middle ones.
@@ -129,6 +189,44 @@ fn median(mut values: Vec<f64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scenario(name: &str, round: u32, rate: f64) -> ScenarioResult {
+        ScenarioResult {
+            scenario: name.into(),
+            backend: "SQLite".into(),
+            round,
+            rate,
+            count: 1_000,
+            cpu_seconds: 0.1,
+            ..ScenarioResult::default()
+        }
+    }
+
+    #[test]
+    fn mesh_rounds_pair_each_scenario_with_bare_tonics_round() {
+        let rows = [
+            scenario("CreateOrder", 1, 9_000.0),
+            scenario(BARE_SCENARIO, 1, 100_000.0),
+            scenario("CreateOrder", 2, 4_000.0),
+            scenario(BARE_SCENARIO, 2, 40_000.0),
+            scenario("CreateOrder", 3, 8_800.0),
+            scenario(BARE_SCENARIO, 3, 80_000.0),
+        ];
+        let summary = mesh_rounds(&rows);
+        assert_eq!(summary[0].scenario, BARE_SCENARIO, "bare tonic first");
+        let order = &summary[1];
+        assert_eq!((order.scenario.as_str(), order.rounds), ("CreateOrder", 3));
+        assert_eq!(order.rate.median, 8_800.0);
+        assert_eq!(
+            order.rate.ratio,
+            Some(Ratio {
+                median: 0.1,
+                low: 0.09,
+                high: 0.11
+            })
+        );
+        assert_eq!(order.cpu_per_10k, 1.0);
+    }
 
     fn row(server: &str, round: u32, rps_52: f64) -> SayHelloRow {
         SayHelloRow {

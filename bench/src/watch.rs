@@ -173,6 +173,7 @@ pub async fn run(args: WatchArgs) -> Result<(), BoxError> {
         peak_rss_mib,
         errors,
         warmup_s: args.window.warmup.as_secs_f64(),
+        round: args.window.round,
     };
     println!("{created} orders created in the window, {expected} events expected");
     print_and_record(&result, args.window.results.as_deref())
