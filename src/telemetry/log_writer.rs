@@ -12,13 +12,14 @@
 //!
 //! Nothing is dropped: a buffer that holds [`LIMIT_BYTES`] makes the calls that log wait for
 //! the writer (as `NonBlocking` did with `lossy(false)`), and the guard writes what is left
-//! when it is dropped.
+//! when it is dropped, waiting for that at most [`SHUTDOWN_WAIT`]; only a stdout that does not
+//! drain by then loses lines (those still buffered, and any logged after).
 
 use std::{
     io::{self, Write},
     sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tracing_subscriber::fmt::MakeWriter;
@@ -29,6 +30,9 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 pub const BATCH_BYTES: usize = 64 * 1024;
 /// The most the buffer holds; a line that would go past it waits for the writer.
 pub const LIMIT_BYTES: usize = 1024 * 1024;
+/// How long dropping the guard waits for the last batch to be written: a stdout that does not
+/// drain (a full pipe nobody reads) must not hold the process's shutdown past its grace period.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
 /// Where the formatting layer writes each line ([`MakeWriter`]); cheap to clone.
 #[derive(Clone)]
@@ -58,8 +62,12 @@ struct Buffer {
     lines: Vec<u8>,
     /// Calls waiting for room: the batch is written without waiting out the interval.
     waiting: usize,
-    /// The guard is gone: lines are written directly from here on.
+    /// The guard is gone: the thread writes what is buffered, then stops.
     closed: bool,
+    /// The thread has written its last batch: lines are written directly from here on.
+    finished: bool,
+    /// The guard gave up waiting for a stdout that does not drain: lines are dropped.
+    abandoned: bool,
 }
 
 impl LogWriter {
@@ -132,6 +140,8 @@ impl Shared {
             let _ = sink.write_all(&batch).and_then(|()| sink.flush());
             batch.clear();
             if closed {
+                self.lock().finished = true;
+                self.drained.notify_all();
                 return;
             }
         }
@@ -148,7 +158,14 @@ impl Write for &Shared {
             buffer = self.drained.wait(buffer).unwrap_or_else(PoisonError::into_inner);
             buffer.waiting -= 1;
         }
-        if buffer.closed {
+        // After the guard: once the last batch is out (so that this line comes after it).
+        while buffer.closed && !buffer.finished && !buffer.abandoned {
+            buffer = self.drained.wait(buffer).unwrap_or_else(PoisonError::into_inner);
+        }
+        if buffer.abandoned {
+            return Ok(line.len());
+        }
+        if buffer.finished {
             drop(buffer);
             return io::stdout().lock().write_all(line).map(|()| line.len());
         }
@@ -169,10 +186,30 @@ impl Write for &Shared {
 }
 
 impl Drop for LogWriterGuard {
+    /// Has the thread write what is buffered, waiting at most [`SHUTDOWN_WAIT`] for it.
     fn drop(&mut self) {
-        self.shared.lock().closed = true;
+        let mut buffer = self.shared.lock();
+        buffer.closed = true;
         self.shared.filled.notify_one();
         self.shared.drained.notify_all();
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        while !buffer.finished {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // Stuck writing: leave the thread to the process's exit, and let no call
+                // that logs from here on wait for it.
+                buffer.abandoned = true;
+                self.shared.drained.notify_all();
+                return;
+            }
+            buffer = self
+                .shared
+                .drained
+                .wait_timeout(buffer, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        drop(buffer);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -181,8 +218,6 @@ impl Drop for LogWriterGuard {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
 
     /// A sink the test can read while the writer thread writes to it.
@@ -243,5 +278,32 @@ mod tests {
         write_line(&writer, "b\n");
         drop(guard);
         assert_eq!(sink.text(), "a\nb\n");
+    }
+
+    /// A sink whose writes never return, as a full pipe that nobody reads.
+    struct Stuck;
+
+    impl Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            loop {
+                std::thread::park();
+            }
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_stdout_does_not_hold_the_guard() {
+        let (writer, guard) = LogWriter::spawn(Stuck).unwrap();
+        write_line(&writer, "never written\n");
+        let started = Instant::now();
+        drop(guard);
+        // Bounded by SHUTDOWN_WAIT, not by the sink; the generous margin is for a loaded machine.
+        assert!(started.elapsed() < SHUTDOWN_WAIT * 10);
+        // And a line logged after it does not wait for the stuck thread either (it is dropped).
+        write_line(&writer, "after the guard\n");
     }
 }
