@@ -96,13 +96,14 @@ watched() {
 }
 
 # load BACKEND SCENARIO RPC TARGET SERVICES [more load args]: one closed-loop scenario.
-# SERVICES is a comma-separated list of the services it is charged to.
+# SERVICES is a comma-separated list of the services it is charged to. A round's window sets
+# LOAD_DURATION, LOAD_WARMUP and LOAD_RESULTS (default: DURATION, WARMUP, mesh.jsonl).
 load() {
   local backend=$1 scenario=$2 rpc=$3 target=$4 services=$5; shift 5
   local pid_args; mapfile -t pid_args < <(watched "$services")
   "${PIN_LOAD[@]}" "$BENCH" load --scenario "$scenario" --backend "$backend" --rpc "$rpc" --target "$target" \
-    --concurrency "$CONCURRENCY" --duration "${DURATION}s" --warmup "${WARMUP}s" \
-    --results "$RESULTS/mesh.jsonl" "${pid_args[@]}" "$@"
+    --concurrency "$CONCURRENCY" --duration "${LOAD_DURATION:-$DURATION}s" --warmup "${LOAD_WARMUP:-$WARMUP}s" \
+    --results "${LOAD_RESULTS:-$RESULTS/mesh.jsonl}" "${pid_args[@]}" "$@"
   check_codes
 }
 
@@ -167,13 +168,10 @@ for round in $(seq "$ROUNDS"); do
       create-order) target=http://127.0.0.1:23092 services=ruser,rorder rpc=create-order scenario="CreateOrder (+ its GetUser)"
         backend=SQLite extra=(--users "$OUT/users-ruser.txt") ;;
     esac
-    mapfile -t pid_args < <(watched "$services")
-    "${PIN_LOAD[@]}" "$BENCH" load --scenario "$scenario" --backend "$backend" --rpc "$rpc" --target "$target" \
-      --concurrency "$CONCURRENCY" --duration "${WINDOW}s" --warmup 1s --round "$round" \
-      --results "$RESULTS/mesh-rounds.jsonl" "${pid_args[@]}" "${extra[@]}"
+    LOAD_DURATION=$WINDOW LOAD_WARMUP=1 LOAD_RESULTS="$RESULTS/mesh-rounds.jsonl" \
+      load "$backend" "$scenario" "$rpc" "$target" "$services" --round "$round" "${extra[@]}"
   done
 done
-check_codes
 # Disowned, so that bash does not report bare tonic (which has no SIGTERM handler) as killed.
 disown "${pid_of[bare]}"
 kill -TERM "${pid_of[bare]}" "${pid_of[ruser]}" "${pid_of[rorder]}" 2>/dev/null || true

@@ -62,12 +62,22 @@ struct Buffer {
     lines: Vec<u8>,
     /// Calls waiting for room: the batch is written without waiting out the interval.
     waiting: usize,
-    /// The guard is gone: the thread writes what is buffered, then stops.
-    closed: bool,
-    /// The thread has written its last batch: lines are written directly from here on.
-    finished: bool,
+    stage: Stage,
+}
+
+/// Where the writer is in its life; only the guard's drop moves it on from `Open`.
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+enum Stage {
+    /// Lines are buffered and written in batches.
+    #[default]
+    Open,
+    /// The guard is gone: the thread writes what is buffered, then stops. A line logged
+    /// meanwhile waits, so that it comes after the last batch.
+    Closing,
+    /// The last batch is out: lines are written straight to stdout.
+    Finished,
     /// The guard gave up waiting for a stdout that does not drain: lines are dropped.
-    abandoned: bool,
+    Abandoned,
 }
 
 impl LogWriter {
@@ -120,12 +130,12 @@ impl Shared {
         let mut batch = Vec::new();
         loop {
             let mut buffer = self.lock();
-            while buffer.lines.is_empty() && !buffer.closed {
+            while buffer.lines.is_empty() && buffer.stage == Stage::Open {
                 buffer = self.filled.wait(buffer).unwrap_or_else(PoisonError::into_inner);
             }
             // Let the first line gather company, unless the batch is already large or
             // calls are waiting for room.
-            if buffer.lines.len() < BATCH_BYTES && buffer.waiting == 0 && !buffer.closed {
+            if buffer.lines.len() < BATCH_BYTES && buffer.waiting == 0 && buffer.stage == Stage::Open {
                 buffer = self
                     .filled
                     .wait_timeout(buffer, FLUSH_INTERVAL)
@@ -133,14 +143,18 @@ impl Shared {
                     .0;
             }
             std::mem::swap(&mut buffer.lines, &mut batch);
-            let closed = buffer.closed;
+            let closed = buffer.stage != Stage::Open;
             drop(buffer);
             self.drained.notify_all();
             // A failing stdout (a closed pipe) cannot be reported anywhere: the lines are lost.
             let _ = sink.write_all(&batch).and_then(|()| sink.flush());
             batch.clear();
             if closed {
-                self.lock().finished = true;
+                let mut buffer = self.lock();
+                if buffer.stage == Stage::Closing {
+                    buffer.stage = Stage::Finished;
+                }
+                drop(buffer);
                 self.drained.notify_all();
                 return;
             }
@@ -152,22 +166,25 @@ impl Write for &Shared {
     /// Appends `line` (the formatting layer writes one whole line per call).
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
         let mut buffer = self.lock();
-        while !buffer.closed && !buffer.lines.is_empty() && buffer.lines.len() + line.len() > self.limit {
+        while buffer.stage == Stage::Open
+            && !buffer.lines.is_empty()
+            && buffer.lines.len() + line.len() > self.limit
+        {
             buffer.waiting += 1;
             self.filled.notify_one();
             buffer = self.drained.wait(buffer).unwrap_or_else(PoisonError::into_inner);
             buffer.waiting -= 1;
         }
-        // After the guard: once the last batch is out (so that this line comes after it).
-        while buffer.closed && !buffer.finished && !buffer.abandoned {
+        while buffer.stage == Stage::Closing {
             buffer = self.drained.wait(buffer).unwrap_or_else(PoisonError::into_inner);
         }
-        if buffer.abandoned {
-            return Ok(line.len());
-        }
-        if buffer.finished {
-            drop(buffer);
-            return io::stdout().lock().write_all(line).map(|()| line.len());
+        match buffer.stage {
+            Stage::Open | Stage::Closing => {}
+            Stage::Abandoned => return Ok(line.len()),
+            Stage::Finished => {
+                drop(buffer);
+                return io::stdout().lock().write_all(line).map(|()| line.len());
+            }
         }
         let before = buffer.lines.len();
         buffer.lines.extend_from_slice(line);
@@ -189,16 +206,16 @@ impl Drop for LogWriterGuard {
     /// Has the thread write what is buffered, waiting at most [`SHUTDOWN_WAIT`] for it.
     fn drop(&mut self) {
         let mut buffer = self.shared.lock();
-        buffer.closed = true;
+        buffer.stage = Stage::Closing;
         self.shared.filled.notify_one();
         self.shared.drained.notify_all();
         let deadline = Instant::now() + SHUTDOWN_WAIT;
-        while !buffer.finished {
+        while buffer.stage == Stage::Closing {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 // Stuck writing: leave the thread to the process's exit, and let no call
                 // that logs from here on wait for it.
-                buffer.abandoned = true;
+                buffer.stage = Stage::Abandoned;
                 self.shared.drained.notify_all();
                 return;
             }
