@@ -56,7 +56,7 @@ DEV_ISSUER   := meshwork-dev
 DEV_AUDIENCE := meshwork
 MESHWORK_DEV := $(CARGO) run -q -p meshwork-e2e --bin meshwork-dev --
 
-.PHONY: help build run run-secure certs token test lint fmt bench tools clients proto-release clean docker-build k8s-render k8s-validate k8s-test deploy port-forward
+.PHONY: help build release run run-secure certs token test lint fmt bench tools clients proto-release clean docker-build k8s-render k8s-validate k8s-test deploy port-forward
 
 help: ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -178,15 +178,29 @@ port-forward: $(PY_TOOLS) ## forward every service's gRPC port to the same port 
 # the rounds against bare tonic (bench/h2load.sh, scripts/bench.sh). The page then names the
 # settings it was made with;
 # BENCH_POSTGRES_URL is left out of it: it may hold a password.
-BENCH_SETTINGS := $(strip $(foreach v,WARMUP DURATION ROUNDS CONCURRENCY USERS WATCHERS WATCH_RATE,$(if $(value $v),$(v)=$(value $v))))
+BENCH_SETTINGS := $(strip $(foreach v,WARMUP DURATION ROUNDS CONCURRENCY USERS WATCHERS WATCH_RATE PGO,$(if $(value $v),$(v)=$(value $v))))
+# What make bench measures: the profile-guided build the image ships (scripts/pgo.sh), bare
+# tonic's hello built the same way. `make bench PGO=0`: plain `cargo build --release` builds.
+ifeq ($(PGO),0)
+BENCH_BIN   := target/release
+BENCH_BUILD := $(CARGO) build --release --workspace --bins
+BENCH_BUILD_NAME := cargo build --release
+else
+BENCH_BIN   := target/pgo/release
+BENCH_BUILD := bash scripts/pgo.sh
+BENCH_BUILD_NAME := profile-guided (scripts/pgo.sh), bare tonic's too
+endif
 
-bench: ## release build; SayHello against bare tonic (bench/h2load.sh), the mesh scenarios (scripts/bench.sh), then docs/benchmarks.md and .svg
-	$(CARGO) build --release --workspace --bins
+bench: ## PGO build (scripts/pgo.sh); SayHello against bare tonic (bench/h2load.sh), the mesh scenarios (scripts/bench.sh), then docs/benchmarks.md and .svg
+	$(BENCH_BUILD)
 	rm -rf .bench/results
-	bench/h2load.sh
-	scripts/bench.sh
-	target/release/meshwork-bench report --results .bench/results --md docs/benchmarks.md --svg docs/benchmarks.svg \
-		--command "make bench$(if $(BENCH_SETTINGS), $(BENCH_SETTINGS))"
+	BIN=$(BENCH_BIN) bench/h2load.sh
+	BIN=$(BENCH_BIN) scripts/bench.sh
+	$(BENCH_BIN)/meshwork-bench report --results .bench/results --md docs/benchmarks.md --svg docs/benchmarks.svg \
+		--command "make bench$(if $(BENCH_SETTINGS), $(BENCH_SETTINGS))" --build "$(BENCH_BUILD_NAME)"
+
+release: ## the profile-guided release build the image ships (scripts/pgo.sh): target/pgo/release
+	bash scripts/pgo.sh
 
 fmt: ## format the Rust code
 	$(CARGO) fmt --all

@@ -20,6 +20,7 @@
 # Each row is appended to $RESULTS/sayhello.jsonl for `meshwork-bench report`.
 #
 #   bench/h2load.sh            (after `cargo build --release -p hello-service -p meshwork-bench`)
+#   BIN=target/pgo/release bench/h2load.sh   (after scripts/pgo.sh: what make bench runs)
 #   WARMUP=1 DURATION=3 bench/h2load.sh      (seconds: warm-up per server, measured per shape)
 #   ROUNDS=1 bench/h2load.sh                 (one window per server and shape, as before rounds)
 #   HELLO_BIN=/path/to/older/hello-service bench/h2load.sh   (compare another build, same baseline)
@@ -35,7 +36,8 @@ ROUNDS=${ROUNDS:-5}
 # Seconds of each measured window: the measured time per shape, shared among the rounds.
 WINDOW=$((DURATION / ROUNDS))
 [ "$WINDOW" -ge 1 ] || WINDOW=1
-BIN=target/release
+# The binaries: plain release builds by default; `make bench` passes its PGO build's folder.
+BIN=${BIN:-target/release}
 BENCH=$BIN/meshwork-bench
 HELLO_BIN=${HELLO_BIN:-$BIN/hello-service}
 # Codes a measured run may end with: the streams h2load resets at the end are Canceled (builds
@@ -51,7 +53,7 @@ if ! command -v h2load >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/
   apt-get install -y -q nghttp2-client >/dev/null || true
 fi
 command -v h2load >/dev/null || { echo "h2load is missing: apt-get install nghttp2-client"; exit 1; }
-[ -x "$BENCH" ] || { echo "$BENCH is missing: cargo build --release -p meshwork-bench"; exit 1; }
+[ -x "$BENCH" ] || { echo "$BENCH is missing: cargo build --release -p meshwork-bench (or scripts/pgo.sh with BIN=target/pgo/release)"; exit 1; }
 PIN_SERVER=(taskset -c 0)
 PIN_LOAD=(taskset -c 1)
 [ "$(nproc)" -ge 2 ] || { PIN_SERVER=(); PIN_LOAD=(); }

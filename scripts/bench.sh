@@ -17,6 +17,7 @@
 # or if any service counted a code other than OK or Canceled in its grpc_server_handled_total.
 #
 #   scripts/bench.sh                          (after `cargo build --release --workspace --bins`)
+#   BIN=target/pgo/release scripts/bench.sh   (after scripts/pgo.sh: what make bench runs)
 #   WARMUP=1 DURATION=3 CONCURRENCY=32 scripts/bench.sh        (seconds)
 #   ROUNDS=5 scripts/bench.sh                 (rounds against bare tonic; the default)
 #   BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres scripts/bench.sh  (default;
@@ -40,7 +41,8 @@ WATCHERS=${WATCHERS:-100}
 # core of this machine delivers, so the latency measured is delivery's, not a backlog's.
 WATCH_RATE=${WATCH_RATE:-200}
 PG_ADMIN=${BENCH_POSTGRES_URL-postgres://postgres@127.0.0.1:5432/postgres}
-BIN=target/release
+# The binaries: plain release builds by default; `make bench` passes its PGO build's folder.
+BIN=${BIN:-target/release}
 BENCH=$BIN/meshwork-bench
 OUT=.bench/mesh
 RESULTS=${RESULTS:-.bench/results}

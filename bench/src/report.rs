@@ -31,6 +31,9 @@ pub struct ReportArgs {
     /// The command that produced the results, quoted on the page.
     #[arg(long, default_value = "make bench")]
     command: String,
+    /// How the binaries measured were built, quoted on the page.
+    #[arg(long, default_value = "cargo build --release")]
+    build: String,
     /// Print this table on stdout instead of writing the page and the plot.
     #[arg(long, value_enum)]
     print: Option<Table>,
@@ -68,7 +71,15 @@ pub fn run(args: ReportArgs) -> Result<(), BoxError> {
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let page = page(&machine, &args.command, &sayhello, &mesh, &rounds, &svg_name);
+    let page = page(
+        &machine,
+        &args.command,
+        &args.build,
+        &sayhello,
+        &mesh,
+        &rounds,
+        &svg_name,
+    );
     write_creating_dir(&args.md, &page)?;
     plot::draw(&args.svg, &sayhello, &mesh)?;
     println!("wrote {} and {}", args.md.display(), args.svg.display());
@@ -148,6 +159,7 @@ fn output_of(program: &str, args: &[&str]) -> Option<String> {
 fn page(
     machine: &Machine,
     command: &str,
+    build: &str,
     sayhello: &[SayHelloRow],
     mesh: &[ScenarioResult],
     rounds: &[ScenarioResult],
@@ -162,6 +174,7 @@ fn page(
          between runs: compare rows of one run (the ratios), not runs.\n\n\
          | | |\n|---|---|\n\
          | command | `{command}` |\n\
+         | build | {build} |\n\
          | cores (`nproc`) | {cores} |\n\
          | CPU | {cpu} |\n\
          | kernel | Linux {kernel} |\n\

@@ -32,7 +32,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(HelloServiceServer::new(Greeter))
-        .serve(addr)
+        .serve_with_shutdown(addr, terminated())
         .await?;
     Ok(())
+}
+
+/// SIGTERM (what `make bench` sends) or Ctrl-C: the process returns from `main` rather
+/// than being killed, so that an instrumented build (`-Cprofile-generate`, for PGO) writes
+/// its profile.
+async fn terminated() {
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
