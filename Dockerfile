@@ -16,7 +16,7 @@ COPY . .
 # change to our code rebuilds our crates only.
 # The build is profile-guided (scripts/pgo.sh): an instrumented build, a few seconds of
 # benchmark calls to each service on loopback, then the release build with that profile,
-# 1.5-1.7x the calls per core of a plain release build (README, Benchmarks). It needs
+# 1.4-1.7x the calls per core of a plain release build (README, Benchmarks). It needs
 # rustup's llvm-tools (the script adds it) and twice the build time; `--build-arg PGO=0`
 # builds plainly.
 # The binaries are copied by name (not `target/release/*-service`): the cached target folder

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The release build, profile-guided (PGO): what the image ships and what `make bench`
-# measures. On this kind of machine it makes bare tonic and the services alike 1.5-1.7x as
+# measures. On this kind of machine it makes bare tonic and the services alike 1.4-1.7x as
 # fast as `cargo build --release` (README, Benchmarks): the code a call runs is laid out
 # together and inlined where the calls go, and a call's cost here is mostly instruction-cache
 # and branch misses, not instructions.
