@@ -20,7 +20,8 @@
 #   PGO_RETRAIN=1 scripts/pgo.sh                 (steps 1-3 even if no source is newer than the profile)
 #
 # Steps 1-3 are skipped while the profile is newer than every source the binaries are built
-# from: then the build of step 4 has nothing to do either, and `make bench` starts at once.
+# from, and was made by the same rustc: then the build of step 4 has nothing to do either, and
+# `make bench` starts at once.
 #
 # bare tonic is trained and built the same way, so the benchmark's ratios compare stacks,
 # not builds. A profile older than the code is harmless: a function that changed is built
@@ -126,10 +127,14 @@ train_profile() {
   [ -n "$raw" ] || { echo "the training wrote no profile"; exit 1; }
   # shellcheck disable=SC2086 # one path a line, none with spaces (our own folder)
   "$PROFDATA" merge -o "$PROFILE" $raw
+  echo "$RUSTC_VERSION" >"$PROFILES/rustc-version"
   echo "PGO: trained on $(wc -l <<<"$raw") binaries, $TRAIN_SECONDS s per workload"
 }
 
+# A profile is read only by the LLVM that wrote it: a new toolchain trains again.
+RUSTC_VERSION=$(rustc -vV | tr '\n' ' ')
 if [ -z "${PGO_RETRAIN:-}" ] && [ -f "$PROFILE" ] \
+  && [ "$(cat "$PROFILES/rustc-version" 2>/dev/null)" = "$RUSTC_VERSION" ] \
   && [ -z "$(find "${SOURCES[@]}" -newer "$PROFILE" -type f -print -quit)" ]; then
   echo "PGO: $PROFILE is newer than the sources; not trained again (PGO_RETRAIN=1 does)"
 else
