@@ -70,6 +70,16 @@ impl Tx {
         }
     }
 
+    /// SQLite: the rowid of the row this transaction's last `INSERT` made (an `INTEGER
+    /// PRIMARY KEY` is the rowid), read without a `RETURNING` clause, for which SQLite builds
+    /// a temporary table on every run. `None` on PostgreSQL, which has no rowid.
+    pub fn last_insert_rowid(&self) -> Option<i64> {
+        match self {
+            Self::Sqlite(tx) => Some(tx.connection().last_insert_rowid()),
+            Self::Postgres(_) => None,
+        }
+    }
+
     /// The PostgreSQL connection, for what only PostgreSQL has (advisory locks); `None` on
     /// SQLite.
     pub fn postgres(&mut self) -> Option<&mut PgConnection> {
