@@ -58,6 +58,8 @@ fn main() -> BuildResult<()> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Small first buffers (see `src/codec.rs`).
+        .codec_path("crate::codec::SmallBufferCodec")
         .compile_fds(set)?;
     Ok(())
 }

@@ -24,6 +24,8 @@
 #   empty: no PostgreSQL rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The allocator tunables of the image (the Dockerfile; scripts/glibc-tunables.sh).
+export GLIBC_TUNABLES=${GLIBC_TUNABLES-$(bash scripts/glibc-tunables.sh)}
 
 WARMUP=${WARMUP:-2}
 DURATION=${DURATION:-10}

@@ -4,6 +4,8 @@
 //!
 //! Servers and clients both depend on this crate, and on nothing else of the mesh for it.
 
+pub mod codec;
+
 include!(concat!(env!("OUT_DIR"), "/packages.rs"));
 
 /// Every file of `proto/` with its imports, encoded as a `FileDescriptorSet`: served by
