@@ -56,7 +56,7 @@ fi
 
 PROFILE=$PROFILES/meshwork.profdata
 # What the binaries are built from: a profile newer than all of it is still the code's.
-SOURCES=(Cargo.toml Cargo.lock src proto rpc clients database events services bench)
+SOURCES=(Cargo.toml Cargo.lock .cargo src proto rpc clients database events services bench)
 
 pids=()
 cleanup() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
