@@ -18,9 +18,8 @@
 # cost different cycles.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The allocator tunables of the image (the Dockerfile; scripts/glibc-tunables.sh), as make bench
-# runs every server; `GLIBC_TUNABLES= bench/callgrind.sh …` counts with glibc's defaults.
-export GLIBC_TUNABLES=${GLIBC_TUNABLES-$(bash scripts/glibc-tunables.sh)}
+# The image's allocator tunables (`GLIBC_TUNABLES= ` before the command: glibc's defaults).
+. scripts/glibc-tunables.sh
 [ $# -ge 2 ] || { echo "usage: $0 NAME BINARY [ENV=VALUE...]"; exit 2; }
 name=$1 binary=$2; shift 2
 CALLS=${CALLS:-20000}

@@ -24,8 +24,8 @@
 #   empty: no PostgreSQL rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The allocator tunables of the image (the Dockerfile; scripts/glibc-tunables.sh).
-export GLIBC_TUNABLES=${GLIBC_TUNABLES-$(bash scripts/glibc-tunables.sh)}
+# The image's allocator tunables (`GLIBC_TUNABLES= ` before the command: glibc's defaults).
+. scripts/glibc-tunables.sh
 
 WARMUP=${WARMUP:-2}
 DURATION=${DURATION:-10}

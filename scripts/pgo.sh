@@ -28,8 +28,8 @@
 # as without PGO.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The allocator tunables of the image (the Dockerfile; scripts/glibc-tunables.sh).
-export GLIBC_TUNABLES=${GLIBC_TUNABLES-$(bash scripts/glibc-tunables.sh)}
+# The image's allocator tunables (`GLIBC_TUNABLES= ` before the command: glibc's defaults).
+. scripts/glibc-tunables.sh
 
 TRAIN_SECONDS=${TRAIN_SECONDS:-3}
 [[ $TRAIN_SECONDS =~ ^[1-9][0-9]*$ ]] || { echo "TRAIN_SECONDS is a whole number of seconds"; exit 2; }

@@ -10,8 +10,8 @@
 # they run without a broker and keep their events in the outbox.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The allocator tunables of the image (the Dockerfile; scripts/glibc-tunables.sh).
-export GLIBC_TUNABLES=${GLIBC_TUNABLES-$(bash scripts/glibc-tunables.sh)}
+# The image's allocator tunables (`GLIBC_TUNABLES= ` before the command: glibc's defaults).
+. scripts/glibc-tunables.sh
 
 GRPCURL=.venv/bin/grpcurl
 SECURE=${SECURE:-}
