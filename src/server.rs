@@ -40,7 +40,7 @@ use crate::{
         ServedConnection, ServerObserver, SpecStatusCodesLayer,
     },
     metrics_endpoint,
-    telemetry::Telemetry,
+    telemetry::{AccessLog, Telemetry},
     tls::{ServerTls, TlsError, WatchedIdentity, WatchedRoots},
 };
 
@@ -188,7 +188,7 @@ pub async fn run(
             return ExitCode::from(2);
         }
     };
-    let result = bind_and_serve(config, services, security, shutdown).await;
+    let result = bind_and_serve(config, services, security, telemetry.access_log(), shutdown).await;
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -205,6 +205,7 @@ async fn bind_and_serve(
     config: &ServerConfig,
     services: GrpcServices,
     security: Security,
+    access_log: Option<&'static AccessLog>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let bind = |addr| async move {
@@ -225,7 +226,7 @@ async fn bind_and_serve(
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    serve(config, grpc, health, services, security, shutdown).await
+    serve(config, grpc, health, services, security, access_log, shutdown).await
 }
 
 /// Serves on already bound listeners (tests bind port 0) until `shutdown` is cancelled:
@@ -240,6 +241,7 @@ pub async fn serve(
     health_listener: Option<TcpListener>,
     services: GrpcServices,
     security: Security,
+    access_log: Option<&'static AccessLog>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     meshwork_rpc::metrics::SERVER.initialize(services.name);
@@ -257,7 +259,7 @@ pub async fn serve(
 
     if let (Some(health_listener), Some(health_addr)) = (health_listener, config.security.health_addr) {
         // Health only, and no authentication: health is open on the main port too.
-        let stack = server_stack(config, None, Routes::new(health_service(&health)));
+        let stack = server_stack(config, None, access_log, Routes::new(health_service(&health)));
         let port = Port::new(config, &health_listener, health_addr, None)?;
         tracing::info!(health_addr = %port.local_addr, "serving health (plaintext)");
         let accepting = accept_connections(
@@ -270,7 +272,7 @@ pub async fn serve(
         connections.spawn(accepting);
     }
 
-    let stack = server_stack(config, security.authenticator, routes);
+    let stack = server_stack(config, security.authenticator, access_log, routes);
     let port = Port::new(config, &listener, config.listen_addr, security.tls)?;
     tracing::info!(grpc_addr = %port.local_addr, tls = port.tls.is_some(), "listening");
     accept_connections(port, listener, stack, connections.clone(), shutdown.clone()).await;
@@ -290,6 +292,7 @@ type ServerResponse = Response<ObservedBody<Body, ServedCall>>;
 fn server_stack(
     config: &ServerConfig,
     authenticator: Option<Arc<Authenticator>>,
+    access_log: Option<&'static AccessLog>,
     routes: Routes,
 ) -> impl Service<Request<Body>, Response = ServerResponse, Error = Infallible, Future = impl Send + 'static>
 + Clone
@@ -299,7 +302,7 @@ fn server_stack(
     ServiceBuilder::new()
         // The call's method, resolved once; its span (parent: the caller's traceparent); and
         // one end-of-call hook for the span, grpc_server_* metrics, access log, idle timer.
-        .layer(ObserveLayer::new(ServerObserver))
+        .layer(ObserveLayer::new(ServerObserver::new(access_log)))
         // Overload: beyond max_concurrent_calls, RESOURCE_EXHAUSTED at once (logged and
         // counted by the layers above, like any answer).
         .layer(LoadShedLayer::new(config.max_concurrent_calls as usize))

@@ -186,6 +186,44 @@ async fn json_log_lines_carry_the_trace_id_of_their_call() {
     assert_eq!(access["span_id"].as_str().map(str::len), Some(16));
 }
 
+/// RUST_LOG names the access log like any other target: turned off on its own, or kept on
+/// its own under a stricter level.
+#[tokio::test]
+async fn rust_log_turns_the_access_log_off_and_on_by_its_target() {
+    async fn say_hello(service: &Service) {
+        let answer = service
+            .hello()
+            .await
+            .say_hello(SayHelloRequest { name: "Ada".into() })
+            .await;
+        answer.expect("SayHello answers");
+    }
+    let is_access_line = |line: &Value| line["message"] == "rpc" && line["target"] == "meshwork::access";
+
+    let mut quiet = Spawn::new("hello-service")
+        .env("RUST_LOG", "info,meshwork::access=off")
+        .start();
+    say_hello(&quiet).await;
+    quiet.terminate();
+    quiet.wait_exit().await;
+    // The last line of the drain is written after every call's end.
+    quiet.wait_for_log("stopped");
+    let logs = quiet.json_logs();
+    assert!(!logs.iter().any(is_access_line), "{logs:?}");
+
+    let only_access = Spawn::new("hello-service")
+        .env("RUST_LOG", "warn,meshwork::server=info,meshwork::access=info")
+        .start();
+    say_hello(&only_access).await;
+    let access = meshwork_e2e::eventually("the access-log line", || {
+        let logs = only_access.json_logs();
+        async move { logs.into_iter().find(is_access_line) }
+    })
+    .await;
+    assert_eq!(access["method"], "hello.v1.HelloService/SayHello");
+    assert_eq!(access["code"], "OK");
+}
+
 /// Without an exporter no OpenTelemetry span is built, yet the trace still reaches the logs
 /// of both services and is carried from Order to User.
 #[tokio::test]

@@ -25,11 +25,23 @@ use meshwork_rpc::{
 use tonic::{Code, transport::server::TcpConnectInfo};
 use tracing::{Span, field::Empty};
 
-use crate::{connection::Activity, telemetry::ACCESS_LOG};
+use crate::{
+    connection::Activity,
+    telemetry::{AccessLine, AccessLog},
+};
 
 /// The server side's [`Observer`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ServerObserver;
+pub struct ServerObserver {
+    /// Where each call's access line goes; `None` when the access log is off.
+    access_log: Option<&'static AccessLog>,
+}
+
+impl ServerObserver {
+    pub fn new(access_log: Option<&'static AccessLog>) -> Self {
+        Self { access_log }
+    }
+}
 
 impl Observer for ServerObserver {
     type End = ServedCall;
@@ -47,6 +59,7 @@ impl Observer for ServerObserver {
             span: span.clone(),
             timer: SERVER.start(method),
             arrival,
+            access_log: self.access_log,
         };
         (span, served)
     }
@@ -116,6 +129,7 @@ pub struct ServedCall {
     /// Where the call came from; `None` only for a request that did not come through the
     /// accept loop (a test's).
     arrival: Option<Arrival>,
+    access_log: Option<&'static AccessLog>,
 }
 
 impl CallEnd for ServedCall {
@@ -136,18 +150,15 @@ impl CallEnd for ServedCall {
         record_status(&self.span, code, is_server_error(code));
         let started = self.timer.started();
         let duration = self.timer.finish(code);
-        // Inside the call's span, so the line carries its trace and span ids.
-        self.span.in_scope(|| {
-            tracing::info!(
-                target: ACCESS_LOG,
-                method = self.method.full_name,
-                code = code_name(code),
-                // Whole microseconds, so the line reads `0.056`, not `0.056184000000000005`.
-                duration_ms = duration.as_micros() as f64 / 1e3,
-                peer = self.arrival.as_ref().and_then(|a| a.connection.peer.as_deref()),
-                "rpc"
-            );
-        });
+        if let Some(access_log) = self.access_log {
+            access_log.write(&AccessLine {
+                method: self.method.full_name,
+                code: code_name(code),
+                duration,
+                peer: self.arrival.as_ref().and_then(|a| a.connection.peer.as_deref()),
+                ids: trace::ids(&self.span),
+            });
+        }
         if let Some(arrival) = &self.arrival {
             arrival.connection.activity.call_ended(started + duration);
         }

@@ -62,7 +62,7 @@ where
 }
 
 /// `bytes` in lowercase hex, written into `out` (twice as long).
-fn hex<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
+pub(super) fn hex<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
         pair[0] = DIGITS[usize::from(byte >> 4)];
@@ -176,7 +176,7 @@ impl TextFields<'_, '_> {
 }
 
 /// The longest text [`thousandths`] writes: 12 digits, a point and 3 digits.
-const THOUSANDTHS_LEN: usize = 16;
+pub(super) const THOUSANDTHS_LEN: usize = 16;
 
 /// `value` as `{:?}` prints it, when it is a whole number of thousandths below 10¹² (a
 /// duration in milliseconds made from whole microseconds): `0.056`, `12.5`, `3.0`. Then that
@@ -192,7 +192,12 @@ fn thousandths(value: f64, out: &mut [u8; THOUSANDTHS_LEN]) -> Option<&str> {
         return None;
     }
     // Exact: a whole number below 2^53.
-    let scaled = scaled as u64;
+    Some(write_thousandths(scaled as u64, out))
+}
+
+/// `scaled` thousandths (below 10¹⁵) as [`thousandths`] writes them: `56` is `0.056`, `3000`
+/// is `3.0`.
+pub(super) fn write_thousandths(scaled: u64, out: &mut [u8; THOUSANDTHS_LEN]) -> &str {
     let (whole, mut fraction) = (scaled / 1000, scaled % 1000);
     let mut end = out.len();
     let mut fraction_digits = 3;
@@ -220,7 +225,7 @@ fn thousandths(value: f64, out: &mut [u8; THOUSANDTHS_LEN]) -> Option<&str> {
             break;
         }
     }
-    Some(std::str::from_utf8(&out[end..]).expect("digits and a point are ASCII"))
+    std::str::from_utf8(&out[end..]).expect("digits and a point are ASCII")
 }
 
 /// tracing-subscriber's [`SystemTime`] timestamp, `2026-12-02T02:11:23.127100Z` (UTC,
@@ -239,13 +244,14 @@ thread_local! {
     static LAST_SECOND: Cell<(u64, SecondText)> = const { Cell::new((u64::MAX, [0; 20])) };
 }
 
-impl FormatTime for CachedTime {
-    fn format_time(&self, writer: &mut Writer<'_>) -> fmt::Result {
+impl CachedTime {
+    /// The time now, `2026-12-02T02:11:23.127100Z`; `None` outside the years 1970 to 9999.
+    pub(super) fn now() -> Option<[u8; 27]> {
         /// 10000-01-01T00:00:00Z.
         const YEAR_10000: u64 = 253_402_300_800;
         let since_epoch = match std::time::SystemTime::now().duration_since(UNIX_EPOCH) {
             Ok(since) if since.as_secs() < YEAR_10000 => since,
-            _ => return SystemTime.format_time(writer),
+            _ => return None,
         };
         let second = since_epoch.as_secs();
         let text = match LAST_SECOND.get() {
@@ -264,7 +270,18 @@ impl FormatTime for CachedTime {
             micros /= 10;
         }
         line[26] = b'Z';
-        writer.write_str(std::str::from_utf8(&line).expect("digits and separators are ASCII"))
+        Some(line)
+    }
+}
+
+impl FormatTime for CachedTime {
+    fn format_time(&self, writer: &mut Writer<'_>) -> fmt::Result {
+        match Self::now() {
+            Some(now) => {
+                writer.write_str(std::str::from_utf8(&now).expect("digits and separators are ASCII"))
+            }
+            None => SystemTime.format_time(writer),
+        }
     }
 }
 
@@ -303,7 +320,7 @@ fn second_text(second: u64) -> SecondText {
 
 /// Whether a string value reads unambiguously without quotes: visible ASCII, no quote or
 /// backslash.
-fn prints_bare(value: &str) -> bool {
+pub(super) fn prints_bare(value: &str) -> bool {
     !value.is_empty()
         && value
             .bytes()

@@ -14,7 +14,9 @@
 //! thread of their own ([`log_writer`]: a call never waits on the terminal or a pipe, and
 //! the thread is not woken for every line), the log output sees events
 //! only (spans' fields are not formatted into text for every call; a line carries its
-//! trace and span ids instead), and colour codes are written only to a terminal.
+//! trace and span ids instead), colour codes are written only to a terminal, and the access
+//! log's line, one per call, is written by the call's end itself ([`AccessLog`]), not sent
+//! through `tracing`.
 
 use std::{io::IsTerminal, time::Duration};
 
@@ -30,6 +32,7 @@ use tracing::{Level, Subscriber};
 use tracing_subscriber::{
     EnvFilter, Layer,
     filter::{FilterExt, LevelFilter, Targets, filter_fn},
+    fmt::MakeWriter,
     layer::{Identity, SubscriberExt},
     registry::LookupSpan,
     util::SubscriberInitExt,
@@ -37,9 +40,12 @@ use tracing_subscriber::{
 
 use crate::config::{LogFormat, SamplerName, ServerConfig};
 
+mod access_log;
 mod line;
 mod log_writer;
 
+use access_log::LineFormat;
+pub use access_log::{AccessLine, AccessLog};
 use line::{CachedTime, TextLine, WithTraceIds};
 use log_writer::{LogWriter, LogWriterGuard};
 
@@ -52,9 +58,16 @@ pub struct Telemetry {
     provider: SdkTracerProvider,
     /// Writes the log lines still buffered when dropped.
     logs: LogWriterGuard,
+    access_log: Option<&'static AccessLog>,
 }
 
 impl Telemetry {
+    /// Where the server writes each call's access line; `None` when `RUST_LOG` turns the
+    /// access log off.
+    pub fn access_log(&self) -> Option<&'static AccessLog> {
+        self.access_log
+    }
+
     /// Exports every span still buffered (giving up after `timeout`), then stops the
     /// exporter. Call it last.
     pub async fn shutdown(self, timeout: Duration) {
@@ -82,32 +95,17 @@ pub fn init(config: &ServerConfig) -> Telemetry {
     let log_filter = EnvFilter::builder()
         .parse(&config.rust_log)
         .expect("RUST_LOG was validated when the configuration was parsed");
-    let json = config.log_format == LogFormat::Json;
     let (stdout, guard) = LogWriter::spawn(std::io::stdout()).expect("cannot start the log writer thread");
-    let ansi = std::io::stdout().is_terminal();
-    let logs = match config.log_format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .event_format(WithTraceIds {
-                inner: tracing_subscriber::fmt::format()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(false)
-                    .with_timer(CachedTime),
-                json,
-            })
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .with_writer(stdout)
-            .boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            .event_format(WithTraceIds {
-                inner: TextLine,
-                json,
-            })
-            .with_ansi(ansi)
-            .with_writer(stdout)
-            .boxed(),
+    let format = match config.log_format {
+        LogFormat::Json => LineFormat::Json,
+        LogFormat::Text => LineFormat::Text {
+            ansi: std::io::stdout().is_terminal(),
+        },
     };
+    // Made before the subscriber is installed: see `access_log_enabled`. Lives as long as
+    // the process, as every call of every connection writes to it.
+    let access_log = access_log_enabled(&config.rust_log)
+        .then(|| &*Box::leak(Box::new(AccessLog::new(stdout.clone(), format))));
     // With the log filter's level as its hint: a filter without one lifts the global
     // maximum level to TRACE, and then every `enabled!(debug)` probe (sqlx makes one per
     // statement) reaches the per-layer filters, which drop the thread's next line
@@ -116,12 +114,60 @@ pub fn init(config: &ServerConfig) -> Telemetry {
     let events_only = filter_fn(|metadata| metadata.is_event()).with_max_level_hint(level);
     tracing_subscriber::registry()
         .with(spans(config, &provider))
-        .with(logs.with_filter(log_filter.and(events_only)))
+        .with(log_lines(format, stdout).with_filter(log_filter.and(events_only)))
         .init();
     Telemetry {
         provider,
         logs: guard,
+        access_log,
     }
+}
+
+/// The layer that writes log lines to `writer`, in `format`, each starting with the ids of
+/// the call it was logged in.
+fn log_lines<S, W>(format: LineFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LineFormat::Json => tracing_subscriber::fmt::layer()
+            .event_format(WithTraceIds {
+                inner: tracing_subscriber::fmt::format()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_timer(CachedTime),
+                json: true,
+            })
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .with_writer(writer)
+            .boxed(),
+        LineFormat::Text { ansi } => tracing_subscriber::fmt::layer()
+            .event_format(WithTraceIds {
+                inner: TextLine,
+                json: false,
+            })
+            .with_ansi(ansi)
+            .with_writer(writer)
+            .boxed(),
+    }
+}
+
+/// Whether `rust_log` lets the access log's lines through (`RUST_LOG=warn` or
+/// `meshwork::access=off` does not). Asked of a subscriber with that filter alone: asking
+/// the process's, whose filters are per layer, outside an event would drop the thread's
+/// next line (tokio-rs/tracing#2519).
+fn access_log_enabled(rust_log: &str) -> bool {
+    let Ok(filter) = EnvFilter::builder().parse(rust_log) else {
+        return false;
+    };
+    let subscriber = tracing_subscriber::registry().with(filter);
+    tracing::subscriber::with_default(
+        subscriber,
+        || tracing::event_enabled!(target: ACCESS_LOG, Level::INFO),
+    )
 }
 
 /// What becomes of spans. With an exporter, every span at `info` or above is an
@@ -152,16 +198,7 @@ where
         // current context: outgoing calls and log lines take theirs from the tracing span
         // (`meshwork_rpc::trace`).
         .with_context_activation(false)
-        // The access line would become an event on every call's span, saying again what the
-        // span's own attributes say (method, status, duration, peer).
-        // (With a level hint, or the combined filter would have none and lift the global
-        // maximum to TRACE: see the log filter below, tokio-rs/tracing#2519.)
-        .with_filter(
-            LevelFilter::INFO.and(
-                filter_fn(|metadata| !(metadata.is_event() && metadata.target() == ACCESS_LOG))
-                    .with_max_level_hint(LevelFilter::INFO),
-            ),
-        )
+        .with_filter(LevelFilter::INFO)
         .boxed()
 }
 

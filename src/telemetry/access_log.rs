@@ -1,0 +1,380 @@
+//! The access log: one line per call, written by the server's end-of-call hook
+//! (`layers::ServedCall`) straight into the log writer.
+//!
+//! Every other line is a `tracing` event; this one is not, because it is written for every
+//! call. As an event it went through the dispatcher, the per-layer filters, the field
+//! visitor and a look-up of the current span: more instructions than the line's own text,
+//! and most of what the access log added to a SayHello (callgrind; README, Benchmarks).
+//! It still reads exactly as the formatting layer writes an event, in text or JSON, with the
+//! call's `trace_id` and `span_id` first (a test holds the two side by side), and `RUST_LOG`
+//! still decides whether it is written, as for any target (`meshwork::access=off` stops it).
+//! `RUST_LOG` is read once, at start-up: a directive that depends on the current span
+//! (`[name]=info`) does not apply to this target.
+
+use std::{cell::RefCell, io::Write as _, time::Duration};
+
+use opentelemetry::trace::SpanContext;
+use tracing_subscriber::fmt::{
+    MakeWriter,
+    format::Writer,
+    time::{FormatTime, SystemTime},
+};
+
+use super::{
+    ACCESS_LOG,
+    line::{CachedTime, THOUSANDTHS_LEN, hex, prints_bare, write_thousandths},
+    log_writer::LogWriter,
+};
+
+/// Where access lines go and how they read; made once, by `telemetry::init`, when `RUST_LOG`
+/// enables the access log.
+pub struct AccessLog {
+    writer: LogWriter,
+    format: LineFormat,
+}
+
+/// How a line reads: the formatting layer's text (coloured only on a terminal) or JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LineFormat {
+    Text { ansi: bool },
+    Json,
+}
+
+/// One call, as its access line tells it.
+#[derive(Debug)]
+pub struct AccessLine<'a> {
+    /// `user.v1.UserService/GetUser`, or `unknown`.
+    pub method: &'static str,
+    /// The code's name, `OK`, `NotFound`.
+    pub code: &'static str,
+    pub duration: Duration,
+    /// The caller's address, when the call came over a connection.
+    pub peer: Option<&'a str>,
+    /// The call's trace and span ids.
+    pub ids: Option<SpanContext>,
+}
+
+thread_local! {
+    /// The line being written, kept between calls: no allocation per line.
+    static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl AccessLog {
+    pub(super) fn new(writer: LogWriter, format: LineFormat) -> Self {
+        Self { writer, format }
+    }
+
+    /// Writes `call`'s line.
+    pub fn write(&self, call: &AccessLine<'_>) {
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            match self.format {
+                LineFormat::Text { ansi } => text(line, call, ansi),
+                LineFormat::Json => json(line, call),
+            }
+            // A failing stdout cannot be reported anywhere (the writer says so too).
+            let _ = self.writer.make_writer().write_all(line);
+        });
+    }
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `trace_id=… span_id=… 2026-12-07T05:47:57.320971Z  INFO meshwork::access: rpc method=…
+/// code=OK duration_ms=0.286 peer=127.0.0.1:35278`, as `TextLine` under `WithTraceIds`
+/// writes the event.
+fn text(line: &mut Vec<u8>, call: &AccessLine<'_>, ansi: bool) {
+    if let Some(ids) = &call.ids {
+        let (mut trace_hex, mut span_hex) = ([0; 32], [0; 16]);
+        for piece in [
+            "trace_id=",
+            hex(&ids.trace_id().to_bytes(), &mut trace_hex),
+            " span_id=",
+            hex(&ids.span_id().to_bytes(), &mut span_hex),
+            " ",
+        ] {
+            line.extend_from_slice(piece.as_bytes());
+        }
+    }
+    timestamp(line);
+    let level: &[u8] = if ansi {
+        b" \x1b[32m INFO\x1b[0m "
+    } else {
+        b"  INFO "
+    };
+    line.extend_from_slice(level);
+    line.extend_from_slice(ACCESS_LOG.as_bytes());
+    line.extend_from_slice(b": rpc");
+    text_field(line, "method", call.method);
+    text_field(line, "code", call.code);
+    let mut digits = [0; THOUSANDTHS_LEN];
+    line.extend_from_slice(b" duration_ms=");
+    line.extend_from_slice(millis(call.duration, &mut digits).as_bytes());
+    if let Some(peer) = call.peer {
+        text_field(line, "peer", peer);
+    }
+    line.push(b'\n');
+}
+
+/// ` name=value`, the value quoted as `Debug` quotes it when it needs quotes (as `TextLine`).
+fn text_field(line: &mut Vec<u8>, name: &str, value: &str) {
+    let _ = if prints_bare(value) {
+        write!(line, " {name}={value}")
+    } else {
+        write!(line, " {name}={value:?}")
+    };
+}
+
+/// `{"trace_id":…,"span_id":…,"timestamp":…,"level":"INFO","message":"rpc","method":…,
+/// "code":…,"duration_ms":0.286,"peer":…,"target":"meshwork::access"}`, as the JSON format
+/// under `WithTraceIds` writes the event.
+fn json(line: &mut Vec<u8>, call: &AccessLine<'_>) {
+    line.push(b'{');
+    if let Some(ids) = &call.ids {
+        let (mut trace_hex, mut span_hex) = ([0; 32], [0; 16]);
+        for piece in [
+            "\"trace_id\":\"",
+            hex(&ids.trace_id().to_bytes(), &mut trace_hex),
+            "\",\"span_id\":\"",
+            hex(&ids.span_id().to_bytes(), &mut span_hex),
+            "\",",
+        ] {
+            line.extend_from_slice(piece.as_bytes());
+        }
+    }
+    line.extend_from_slice(b"\"timestamp\":\"");
+    timestamp(line);
+    line.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"rpc\"");
+    json_field(line, "method", call.method);
+    json_field(line, "code", call.code);
+    let mut digits = [0; THOUSANDTHS_LEN];
+    line.extend_from_slice(b",\"duration_ms\":");
+    line.extend_from_slice(millis(call.duration, &mut digits).as_bytes());
+    if let Some(peer) = call.peer {
+        json_field(line, "peer", peer);
+    }
+    line.extend_from_slice(b",\"target\":\"");
+    line.extend_from_slice(ACCESS_LOG.as_bytes());
+    line.extend_from_slice(b"\"}\n");
+}
+
+/// `,"name":"value"`, the value escaped as JSON requires.
+fn json_field(line: &mut Vec<u8>, name: &str, value: &str) {
+    line.push(b',');
+    let _ = serde_json::to_writer(&mut *line, name);
+    line.push(b':');
+    let _ = serde_json::to_writer(&mut *line, value);
+}
+
+/// The time now, as both formats' timestamps read.
+fn timestamp(line: &mut Vec<u8>) {
+    if let Some(now) = CachedTime::now() {
+        line.extend_from_slice(&now);
+        return;
+    }
+    let mut text = String::new();
+    let _ = SystemTime.format_time(&mut Writer::new(&mut text));
+    line.extend_from_slice(text.as_bytes());
+}
+
+/// `duration` in milliseconds, to whole microseconds: `0.056`, `12.5`, `3.0` (as the event's
+/// `duration_ms`, an `f64` of whole microseconds over 1e3, printed).
+fn millis(duration: Duration, digits: &mut [u8; THOUSANDTHS_LEN]) -> &str {
+    // Below 10^15 µs (31 years): what the digits hold.
+    let micros = u64::try_from(duration.as_micros()).map_or(MAX_MICROS, |micros| micros.min(MAX_MICROS));
+    write_thousandths(micros, digits)
+}
+
+const MAX_MICROS: u64 = 999_999_999_999_999;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use meshwork_rpc::trace::{self, CALL_SPANS};
+    use tracing_subscriber::{
+        Layer as _,
+        filter::Targets,
+        layer::{Identity, SubscriberExt},
+    };
+
+    use super::*;
+    use crate::telemetry::{access_log_enabled, log_lines};
+
+    /// Lines written, as a writer for both the formatting layer and an [`AccessLog`].
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Lines {
+        type Writer = Lines;
+        fn make_writer(&'a self) -> Lines {
+            self.clone()
+        }
+    }
+
+    impl Lines {
+        fn take(&self) -> String {
+            String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+        }
+    }
+
+    /// `line` with its timestamp (`2026-12-07T05:47:57.320971Z`) replaced by `<time>`.
+    fn without_timestamp(line: &str) -> String {
+        let bytes = line.as_bytes();
+        let at = (0..bytes.len().saturating_sub(26))
+            .find(|&i| {
+                bytes[i..i + 4].iter().all(u8::is_ascii_digit)
+                    && bytes[i + 4] == b'-'
+                    && bytes[i + 10] == b'T'
+                    && bytes[i + 26] == b'Z'
+            })
+            .unwrap_or_else(|| panic!("no timestamp in {line}"));
+        format!("{}<time>{}", &line[..at], &line[at + 27..])
+    }
+
+    /// `line` as `WithTraceIds` starts it inside a call with `ids`. In the services it does
+    /// that itself; here it cannot see the call's span: a subscriber set for a test (not the
+    /// process's) gives none to a look-up made while it handles an event (tracing's guard
+    /// against re-entry). The services' lines are checked end to end (e2e, observability).
+    fn with_ids(line: String, format: LineFormat, ids: Option<&SpanContext>) -> String {
+        let Some(ids) = ids else { return line };
+        let (trace_id, span_id) = (ids.trace_id(), ids.span_id());
+        match format {
+            LineFormat::Text { .. } => format!("trace_id={trace_id} span_id={span_id} {line}"),
+            LineFormat::Json => format!(
+                "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{}",
+                &line[1..]
+            ),
+        }
+    }
+
+    /// The access line as a `tracing` event inside a call's span writes it, and as
+    /// [`AccessLog`] writes it, for the same call.
+    fn both_ways(
+        format: LineFormat,
+        in_a_call: bool,
+        duration: Duration,
+        peer: Option<&str>,
+    ) -> (String, String) {
+        let lines = Lines::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(Identity::new().with_filter(Targets::new().with_target(CALL_SPANS, tracing::Level::INFO)))
+            .with(log_lines(format, lines.clone()));
+        let (method, code) = ("user.v1.UserService/GetUser", "NotFound");
+        let ids = tracing::subscriber::with_default(subscriber, || {
+            let span = if in_a_call {
+                let span = tracing::info_span!(target: CALL_SPANS, "grpc.server");
+                trace::continue_trace(&span, opentelemetry::Context::new());
+                span
+            } else {
+                tracing::Span::none()
+            };
+            span.in_scope(|| {
+                tracing::info!(
+                    target: ACCESS_LOG,
+                    method,
+                    code,
+                    duration_ms = duration.as_micros() as f64 / 1e3,
+                    peer,
+                    "rpc"
+                );
+            });
+            trace::ids(&span)
+        });
+        assert_eq!(ids.is_some(), in_a_call);
+        let as_event = with_ids(lines.take(), format, ids.as_ref());
+        // Through the log writer, as in the services: its guard writes the line out when dropped.
+        let (writer, written) = LogWriter::spawn(lines.clone()).unwrap();
+        AccessLog::new(writer, format).write(&AccessLine {
+            method,
+            code,
+            duration,
+            peer,
+            ids,
+        });
+        drop(written);
+        (without_timestamp(&as_event), without_timestamp(&lines.take()))
+    }
+
+    #[test]
+    fn the_line_reads_as_the_formatting_layer_writes_the_event() {
+        let formats = [
+            LineFormat::Text { ansi: false },
+            LineFormat::Text { ansi: true },
+            LineFormat::Json,
+        ];
+        let durations = [0, 56, 286, 3_000, 12_500, 1_234_567].map(Duration::from_micros);
+        for format in formats {
+            for in_a_call in [true, false] {
+                for duration in durations {
+                    for peer in [Some("127.0.0.1:35278"), Some("[::1]:80"), None, Some("a \"b\"\n")] {
+                        let (as_event, written) = both_ways(format, in_a_call, duration, peer);
+                        assert_eq!(written, as_event, "{format:?} {duration:?} {peer:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_text_line_in_a_call_starts_with_its_ids() {
+        let (_, line) = both_ways(
+            LineFormat::Text { ansi: false },
+            true,
+            Duration::from_micros(286),
+            Some("127.0.0.1:5"),
+        );
+        let (ids, rest) = line.split_at(67);
+        assert!(
+            ids.starts_with("trace_id=") && ids.contains(" span_id="),
+            "{line}"
+        );
+        assert_eq!(
+            rest,
+            "<time>  INFO meshwork::access: rpc method=user.v1.UserService/GetUser code=NotFound duration_ms=0.286 peer=127.0.0.1:5\n"
+        );
+    }
+
+    #[test]
+    fn a_json_line_is_one_object_with_the_calls_fields() {
+        let (_, line) = both_ways(LineFormat::Json, true, Duration::from_micros(3_000), None);
+        let object: serde_json::Value = serde_json::from_str(&line.replace("<time>", "t")).unwrap();
+        assert_eq!(object["message"], "rpc");
+        assert_eq!(object["target"], ACCESS_LOG);
+        assert_eq!(object["duration_ms"], 3.0);
+        assert_eq!(object["trace_id"].as_str().map(str::len), Some(32));
+        assert!(object.get("peer").is_none(), "{line}");
+    }
+
+    #[test]
+    fn rust_log_decides_whether_the_access_log_is_written() {
+        for (rust_log, enabled) in [
+            ("info", true),
+            ("debug", true),
+            ("meshwork=info", true),
+            ("warn,meshwork::access=info", true),
+            ("warn", false),
+            ("info,meshwork::access=off", false),
+            ("off", false),
+            ("meshwork::server=info", false),
+        ] {
+            assert_eq!(access_log_enabled(rust_log), enabled, "RUST_LOG={rust_log}");
+        }
+    }
+}
