@@ -41,18 +41,22 @@ pub fn incoming(headers: &HeaderMap) -> Context {
 }
 
 /// Makes `span` a child of `parent`: an incoming call's extracted remote context, or the
-/// context of the call an outgoing one is made for.
-pub fn continue_trace(span: &Span, parent: Context) {
+/// context of the call an outgoing one is made for. Returns the ids it gave `span` itself,
+/// when no OpenTelemetry layer gives it any: what [`ids`] would find later, for a caller
+/// that keeps them instead of looking them up again.
+pub fn continue_trace(span: &Span, parent: Context) -> Option<SpanContext> {
     let parent_ids = parent.span().span_context().clone();
     if span.set_parent(parent).is_ok() {
-        return;
+        return None;
     }
     let ids = child_of(&parent_ids);
     span.with_subscriber(|(id, dispatch)| {
         let registry = dispatch.downcast_ref::<Registry>()?;
-        registry.span(id)?.extensions_mut().insert(CallIds(ids));
+        registry.span(id)?.extensions_mut().insert(CallIds(ids.clone()));
         Some(())
-    });
+    })
+    .flatten()?;
+    Some(ids)
 }
 
 /// The trace context of `span` (or of the call it is part of), to inject into metadata.
@@ -131,8 +135,13 @@ mod tests {
     fn without_an_exporter_a_call_joins_its_callers_trace_with_a_span_of_its_own() {
         tracing::subscriber::with_default(without_exporter(), || {
             let span = tracing::info_span!(target: CALL_SPANS, "grpc.server");
-            continue_trace(&span, remote(7, 9));
+            let given = continue_trace(&span, remote(7, 9));
             let ids = ids(&span).expect("the call span has ids");
+            assert_eq!(
+                given,
+                Some(ids.clone()),
+                "what it gave the span is what the span has"
+            );
             assert_eq!(ids.trace_id(), TraceId::from(7u128));
             assert_ne!(ids.span_id(), SpanId::from(9u64));
             // What an outgoing call made inside it carries on.

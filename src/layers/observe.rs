@@ -22,6 +22,7 @@ use meshwork_rpc::{
     metrics::{CallTimer, SERVER},
     trace::{self, CALL_SPANS},
 };
+use opentelemetry::trace::SpanContext;
 use tonic::{Code, transport::server::TcpConnectInfo};
 use tracing::{Span, field::Empty};
 
@@ -50,7 +51,7 @@ impl Observer for ServerObserver {
         // Taken out: nothing below needs it, and the call's end holds it from here on.
         let arrival = request.extensions_mut().remove::<Arrival>();
         let span = server_span(method, arrival.as_ref().map(|a| &*a.connection));
-        trace::continue_trace(&span, trace::incoming(request.headers()));
+        let ids = trace::continue_trace(&span, trace::incoming(request.headers()));
         if let Some(arrival) = &arrival {
             arrival.connection.activity.call_started();
         }
@@ -59,6 +60,7 @@ impl Observer for ServerObserver {
             span: span.clone(),
             timer: SERVER.start(method),
             arrival,
+            ids,
             access_log: self.access_log,
         };
         (span, served)
@@ -129,6 +131,9 @@ pub struct ServedCall {
     /// Where the call came from; `None` only for a request that did not come through the
     /// accept loop (a test's).
     arrival: Option<Arrival>,
+    /// The call's trace and span ids, when this process made them (no OpenTelemetry layer):
+    /// kept for the access line rather than looked up in the registry again.
+    ids: Option<SpanContext>,
     access_log: Option<&'static AccessLog>,
 }
 
@@ -156,7 +161,7 @@ impl CallEnd for ServedCall {
                 code: code_name(code),
                 duration,
                 peer: self.arrival.as_ref().and_then(|a| a.connection.peer.as_deref()),
-                ids: trace::ids(&self.span),
+                ids: self.ids.or_else(|| trace::ids(&self.span)),
             });
         }
         if let Some(arrival) = &self.arrival {

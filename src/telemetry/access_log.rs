@@ -124,11 +124,14 @@ fn text(line: &mut Vec<u8>, call: &AccessLine<'_>, ansi: bool) {
 
 /// ` name=value`, the value quoted as `Debug` quotes it when it needs quotes (as `TextLine`).
 fn text_field(line: &mut Vec<u8>, name: &str, value: &str) {
-    let _ = if prints_bare(value) {
-        write!(line, " {name}={value}")
-    } else {
-        write!(line, " {name}={value:?}")
-    };
+    if !prints_bare(value) {
+        let _ = write!(line, " {name}={value:?}");
+        return;
+    }
+    // Piece by piece: through `write!`, the formatter cost half the line.
+    for piece in [" ", name, "=", value] {
+        line.extend_from_slice(piece.as_bytes());
+    }
 }
 
 /// `{"trace_id":…,"span_id":…,"timestamp":…,"level":"INFO","message":"rpc","method":…,
