@@ -32,7 +32,7 @@ use crate::{
 };
 
 /// The server side's [`Observer`].
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct ServerObserver {
     /// Where each call's access line goes; `None` when the access log is off.
     access_log: Option<&'static AccessLog>,
@@ -134,6 +134,7 @@ pub struct ServedCall {
     /// The call's trace and span ids, when this process made them (no OpenTelemetry layer):
     /// kept for the access line rather than looked up in the registry again.
     ids: Option<SpanContext>,
+    /// Where the call's access line goes; `None` when the access log is off.
     access_log: Option<&'static AccessLog>,
 }
 

@@ -3,41 +3,39 @@
 //!
 //! Every other line is a `tracing` event; this one is not, because it is written for every
 //! call. As an event it went through the dispatcher, the per-layer filters, the field
-//! visitor and a look-up of the current span: more instructions than the line's own text,
-//! and most of what the access log added to a SayHello (callgrind; README, Benchmarks).
-//! It still reads exactly as the formatting layer writes an event, in text or JSON, with the
-//! call's `trace_id` and `span_id` first (a test holds the two side by side), and `RUST_LOG`
-//! still decides whether it is written, as for any target (`meshwork::access=off` stops it).
-//! `RUST_LOG` is read once, at start-up: a directive that depends on the current span
-//! (`[name]=info`) does not apply to this target.
+//! visitor and a look-up of the call's span for its ids: more instructions than the line's
+//! own text, and most of what the access log added to a SayHello (callgrind; README,
+//! Benchmarks). It still reads exactly as the formatting layer writes an event, in text or
+//! JSON, with the call's `trace_id` and `span_id` first (written by the same pieces of
+//! `line`; a test holds the two side by side), and `RUST_LOG` still decides whether it is
+//! written, by its name, `meshwork::access`, as for any target. `RUST_LOG` is read once, at
+//! start-up; a span-scoped directive (`[name]=info`) selects no line here, as for every
+//! other line (the log output sees no spans).
 
 use std::{cell::RefCell, io::Write as _, time::Duration};
 
 use opentelemetry::trace::SpanContext;
-use tracing_subscriber::fmt::{
-    MakeWriter,
-    format::Writer,
-    time::{FormatTime, SystemTime},
+use tracing::Level;
+use tracing_subscriber::{
+    EnvFilter,
+    fmt::{MakeWriter, format::Writer, time::FormatTime},
+    layer::SubscriberExt,
 };
 
 use super::{
     ACCESS_LOG,
-    line::{CachedTime, THOUSANDTHS_LEN, hex, prints_bare, write_thousandths},
+    line::{
+        CachedTime, CallIds, LineFormat, MAX_THOUSANDTHS, THOUSANDTHS_LEN, json_string, level_pieces,
+        write_field, write_thousandths,
+    },
     log_writer::LogWriter,
 };
 
 /// Where access lines go and how they read; made once, by `telemetry::init`, when `RUST_LOG`
-/// enables the access log.
+/// lets the access log through ([`enabled_by`]).
 pub struct AccessLog {
     writer: LogWriter,
     format: LineFormat,
-}
-
-/// How a line reads: the formatting layer's text (coloured only on a terminal) or JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum LineFormat {
-    Text { ansi: bool },
-    Json,
 }
 
 /// One call, as its access line tells it.
@@ -47,6 +45,8 @@ pub struct AccessLine<'a> {
     pub method: &'static str,
     /// The code's name, `OK`, `NotFound`.
     pub code: &'static str,
+    /// From the request's arrival to the end of the response; printed in milliseconds, to
+    /// whole microseconds.
     pub duration: Duration,
     /// The caller's address, when the call came over a connection.
     pub peer: Option<&'a str>,
@@ -56,7 +56,22 @@ pub struct AccessLine<'a> {
 
 thread_local! {
     /// The line being written, kept between calls: no allocation per line.
-    static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Whether `rust_log` lets the access log's lines through: `info` does, `warn` and
+/// `info,meshwork::access=off` do not, `warn,meshwork::access=info` does. Asked of a
+/// subscriber with that filter alone: asking the process's, whose filters are per layer,
+/// outside an event would drop the thread's next line (tokio-rs/tracing#2519).
+pub(super) fn enabled_by(rust_log: &str) -> bool {
+    let filter = EnvFilter::builder()
+        .parse(rust_log)
+        .expect("RUST_LOG was validated when the configuration was parsed");
+    let subscriber = tracing_subscriber::registry().with(filter);
+    tracing::subscriber::with_default(
+        subscriber,
+        || tracing::event_enabled!(target: ACCESS_LOG, Level::INFO),
+    )
 }
 
 impl AccessLog {
@@ -73,7 +88,7 @@ impl AccessLog {
                 LineFormat::Json => json(line, call),
             }
             // A failing stdout cannot be reported anywhere (the writer says so too).
-            let _ = self.writer.make_writer().write_all(line);
+            let _ = self.writer.make_writer().write_all(line.as_bytes());
         });
     }
 }
@@ -89,153 +104,78 @@ impl std::fmt::Debug for AccessLog {
 /// `trace_id=… span_id=… 2026-12-07T05:47:57.320971Z  INFO meshwork::access: rpc method=…
 /// code=OK duration_ms=0.286 peer=127.0.0.1:35278`, as `TextLine` under `WithTraceIds`
 /// writes the event.
-fn text(line: &mut Vec<u8>, call: &AccessLine<'_>, ansi: bool) {
+fn text(line: &mut String, call: &AccessLine<'_>, ansi: bool) {
     if let Some(ids) = &call.ids {
-        let (mut trace_hex, mut span_hex) = ([0; 32], [0; 16]);
-        for piece in [
-            "trace_id=",
-            hex(&ids.trace_id().to_bytes(), &mut trace_hex),
-            " span_id=",
-            hex(&ids.span_id().to_bytes(), &mut span_hex),
-            " ",
-        ] {
-            line.extend_from_slice(piece.as_bytes());
-        }
+        CallIds::of(ids)
+            .text_prefix()
+            .iter()
+            .for_each(|piece| line.push_str(piece));
     }
     timestamp(line);
-    let level: &[u8] = if ansi {
-        b" \x1b[32m INFO\x1b[0m "
-    } else {
-        b"  INFO "
-    };
-    line.extend_from_slice(level);
-    line.extend_from_slice(ACCESS_LOG.as_bytes());
-    line.extend_from_slice(b": rpc");
-    text_field(line, "method", call.method);
-    text_field(line, "code", call.code);
+    level_pieces(Level::INFO, ansi)
+        .iter()
+        .for_each(|piece| line.push_str(piece));
+    line.push_str(ACCESS_LOG);
+    line.push_str(": rpc");
+    // Writing to a String does not fail.
+    let _ = write_field(line, "method", call.method);
+    let _ = write_field(line, "code", call.code);
     let mut digits = [0; THOUSANDTHS_LEN];
-    line.extend_from_slice(b" duration_ms=");
-    line.extend_from_slice(millis(call.duration, &mut digits).as_bytes());
+    let _ = write_field(line, "duration_ms", millis(call.duration, &mut digits));
     if let Some(peer) = call.peer {
-        text_field(line, "peer", peer);
+        let _ = write_field(line, "peer", peer);
     }
-    line.push(b'\n');
-}
-
-/// ` name=value`, the value quoted as `Debug` quotes it when it needs quotes (as `TextLine`).
-fn text_field(line: &mut Vec<u8>, name: &str, value: &str) {
-    if !prints_bare(value) {
-        let _ = write!(line, " {name}={value:?}");
-        return;
-    }
-    // Piece by piece: through `write!`, the formatter cost half the line.
-    for piece in [" ", name, "=", value] {
-        line.extend_from_slice(piece.as_bytes());
-    }
+    line.push('\n');
 }
 
 /// `{"trace_id":…,"span_id":…,"timestamp":…,"level":"INFO","message":"rpc","method":…,
 /// "code":…,"duration_ms":0.286,"peer":…,"target":"meshwork::access"}`, as the JSON format
 /// under `WithTraceIds` writes the event.
-fn json(line: &mut Vec<u8>, call: &AccessLine<'_>) {
-    line.push(b'{');
+fn json(line: &mut String, call: &AccessLine<'_>) {
+    line.push('{');
     if let Some(ids) = &call.ids {
-        let (mut trace_hex, mut span_hex) = ([0; 32], [0; 16]);
-        for piece in [
-            "\"trace_id\":\"",
-            hex(&ids.trace_id().to_bytes(), &mut trace_hex),
-            "\",\"span_id\":\"",
-            hex(&ids.span_id().to_bytes(), &mut span_hex),
-            "\",",
-        ] {
-            line.extend_from_slice(piece.as_bytes());
-        }
+        CallIds::of(ids)
+            .json_keys()
+            .iter()
+            .for_each(|piece| line.push_str(piece));
     }
-    line.extend_from_slice(b"\"timestamp\":\"");
+    line.push_str("\"timestamp\":\"");
     timestamp(line);
-    line.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"rpc\"");
-    json_field(line, "method", call.method);
-    json_field(line, "code", call.code);
+    line.push_str("\",\"level\":\"INFO\",\"message\":\"rpc\",\"method\":");
+    json_string(line, call.method);
+    line.push_str(",\"code\":");
+    json_string(line, call.code);
     let mut digits = [0; THOUSANDTHS_LEN];
-    line.extend_from_slice(b",\"duration_ms\":");
-    line.extend_from_slice(millis(call.duration, &mut digits).as_bytes());
+    line.push_str(",\"duration_ms\":");
+    line.push_str(millis(call.duration, &mut digits));
     if let Some(peer) = call.peer {
-        json_field(line, "peer", peer);
+        line.push_str(",\"peer\":");
+        json_string(line, peer);
     }
-    line.extend_from_slice(b",\"target\":\"");
-    line.extend_from_slice(ACCESS_LOG.as_bytes());
-    line.extend_from_slice(b"\"}\n");
-}
-
-/// `,"name":"value"`, the value escaped as JSON requires.
-fn json_field(line: &mut Vec<u8>, name: &str, value: &str) {
-    line.push(b',');
-    let _ = serde_json::to_writer(&mut *line, name);
-    line.push(b':');
-    let _ = serde_json::to_writer(&mut *line, value);
+    line.push_str(",\"target\":\"");
+    line.push_str(ACCESS_LOG);
+    line.push_str("\"}\n");
 }
 
 /// The time now, as both formats' timestamps read.
-fn timestamp(line: &mut Vec<u8>) {
-    if let Some(now) = CachedTime::now() {
-        line.extend_from_slice(&now);
-        return;
-    }
-    let mut text = String::new();
-    let _ = SystemTime.format_time(&mut Writer::new(&mut text));
-    line.extend_from_slice(text.as_bytes());
+fn timestamp(line: &mut String) {
+    let _ = CachedTime.format_time(&mut Writer::new(line));
 }
 
 /// `duration` in milliseconds, to whole microseconds: `0.056`, `12.5`, `3.0` (as the event's
-/// `duration_ms`, an `f64` of whole microseconds over 1e3, printed).
+/// `duration_ms`, an `f64` of whole microseconds over 1e3, printed). Past 31 years, that.
 fn millis(duration: Duration, digits: &mut [u8; THOUSANDTHS_LEN]) -> &str {
-    // Below 10^15 µs (31 years): what the digits hold.
-    let micros = u64::try_from(duration.as_micros()).map_or(MAX_MICROS, |micros| micros.min(MAX_MICROS));
+    let micros = u64::try_from(duration.as_micros()).unwrap_or(MAX_THOUSANDTHS);
     write_thousandths(micros, digits)
 }
 
-const MAX_MICROS: u64 = 999_999_999_999_999;
-
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use meshwork_rpc::trace::{self, CALL_SPANS};
-    use tracing_subscriber::{
-        Layer as _,
-        filter::Targets,
-        layer::{Identity, SubscriberExt},
-    };
+    use tracing_subscriber::{Layer as _, filter::Targets, layer::Identity};
 
     use super::*;
-    use crate::telemetry::{access_log_enabled, log_lines};
-
-    /// Lines written, as a writer for both the formatting layer and an [`AccessLog`].
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Lines {
-        type Writer = Lines;
-        fn make_writer(&'a self) -> Lines {
-            self.clone()
-        }
-    }
-
-    impl Lines {
-        fn take(&self) -> String {
-            String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
-        }
-    }
+    use crate::telemetry::{captured::CapturedLines, log_lines};
 
     /// `line` with its timestamp (`2026-12-07T05:47:57.320971Z`) replaced by `<time>`.
     fn without_timestamp(line: &str) -> String {
@@ -275,7 +215,7 @@ mod tests {
         duration: Duration,
         peer: Option<&str>,
     ) -> (String, String) {
-        let lines = Lines::default();
+        let lines = CapturedLines::default();
         let subscriber = tracing_subscriber::registry()
             .with(Identity::new().with_filter(Targets::new().with_target(CALL_SPANS, tracing::Level::INFO)))
             .with(log_lines(format, lines.clone()));
@@ -371,13 +311,16 @@ mod tests {
             ("info", true),
             ("debug", true),
             ("meshwork=info", true),
+            ("meshwork=debug", true),
+            ("meshwork::access=warn", false),
+            ("warn,[grpc.server]=info", false),
             ("warn,meshwork::access=info", true),
             ("warn", false),
             ("info,meshwork::access=off", false),
             ("off", false),
             ("meshwork::server=info", false),
         ] {
-            assert_eq!(access_log_enabled(rust_log), enabled, "RUST_LOG={rust_log}");
+            assert_eq!(enabled_by(rust_log), enabled, "RUST_LOG={rust_log}");
         }
     }
 }

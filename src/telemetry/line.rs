@@ -1,9 +1,12 @@
 //! The log line formats: [`WithTraceIds`] puts a call's ids first in any format,
-//! [`TextLine`] is the text format, and [`CachedTime`] writes both formats' timestamps.
+//! [`TextLine`] is the text format, and [`CachedTime`] writes both formats' timestamps. The
+//! access log writes its lines with the same pieces ([`CallIds`], [`level_pieces`],
+//! [`write_field`], [`json_string`]), so that they read as every other line does.
 
 use std::{cell::Cell, fmt, time::UNIX_EPOCH};
 
 use meshwork_rpc::trace;
+use opentelemetry::trace::SpanContext;
 use tracing::{
     Event, Level, Subscriber,
     field::{Field, Visit},
@@ -16,6 +19,13 @@ use tracing_subscriber::{
     },
     registry::LookupSpan,
 };
+
+/// How every line reads: text (coloured only on a terminal) or one JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LineFormat {
+    Text { ansi: bool },
+    Json,
+}
 
 /// A log line format that puts the current span's OpenTelemetry `trace_id` and `span_id`
 /// first: as the first two keys of a JSON object, or as a `trace_id=… span_id=…` prefix.
@@ -40,29 +50,70 @@ where
         let Some(ids) = trace::ids(&tracing::Span::current()) else {
             return self.inner.format_event(ctx, writer, event);
         };
-        // Hex by table: `{:032x}` through the formatter cost a fifth of a line.
-        let (mut trace_hex, mut span_hex) = ([0; 32], [0; 16]);
-        let trace_id = hex(&ids.trace_id().to_bytes(), &mut trace_hex);
-        let span_id = hex(&ids.span_id().to_bytes(), &mut span_hex);
+        let ids = CallIds::of(&ids);
         if !self.json {
-            for piece in ["trace_id=", trace_id, " span_id=", span_id, " "] {
-                writer.write_str(piece)?;
-            }
+            ids.text_prefix()
+                .iter()
+                .try_for_each(|piece| writer.write_str(piece))?;
             return self.inner.format_event(ctx, writer, event);
         }
         let mut line = String::new();
         self.inner.format_event(ctx, Writer::new(&mut line), event)?;
         // `line` is one JSON object: `{"timestamp":...}`. Splice the ids in after the brace.
         let rest = line.strip_prefix('{').unwrap_or(&line);
-        write!(
-            writer,
-            "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{rest}"
-        )
+        writer.write_char('{')?;
+        ids.json_keys()
+            .iter()
+            .try_for_each(|piece| writer.write_str(piece))?;
+        writer.write_str(rest)
+    }
+}
+
+/// A call's trace and span ids in lowercase hex, as every line logged in the call starts
+/// with them. Hex by table: `{:032x}` through the formatter cost a fifth of a line.
+pub(super) struct CallIds {
+    trace_id: [u8; 32],
+    span_id: [u8; 16],
+}
+
+impl CallIds {
+    pub(super) fn of(ids: &SpanContext) -> Self {
+        let mut hex_ids = Self {
+            trace_id: [0; 32],
+            span_id: [0; 16],
+        };
+        hex(&ids.trace_id().to_bytes(), &mut hex_ids.trace_id);
+        hex(&ids.span_id().to_bytes(), &mut hex_ids.span_id);
+        hex_ids
+    }
+
+    /// `trace_id=… span_id=… `: a text line's start.
+    pub(super) fn text_prefix(&self) -> [&str; 5] {
+        ["trace_id=", self.trace_id(), " span_id=", self.span_id(), " "]
+    }
+
+    /// `"trace_id":"…","span_id":"…",`: a JSON line's first keys, after its `{`.
+    pub(super) fn json_keys(&self) -> [&str; 5] {
+        [
+            "\"trace_id\":\"",
+            self.trace_id(),
+            "\",\"span_id\":\"",
+            self.span_id(),
+            "\",",
+        ]
+    }
+
+    fn trace_id(&self) -> &str {
+        std::str::from_utf8(&self.trace_id).expect("hex digits are ASCII")
+    }
+
+    fn span_id(&self) -> &str {
+        std::str::from_utf8(&self.span_id).expect("hex digits are ASCII")
     }
 }
 
 /// `bytes` in lowercase hex, written into `out` (twice as long).
-pub(super) fn hex<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
+fn hex<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
         pair[0] = DIGITS[usize::from(byte >> 4)];
@@ -71,12 +122,13 @@ pub(super) fn hex<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
     std::str::from_utf8(out).expect("hex digits are ASCII")
 }
 
-/// The text line: `2026-12-02T02:11:23.127100Z  INFO meshwork::access: rpc code=OK ...`, as
-/// tracing-subscriber's default format prints it, written more cheaply: one access line per
-/// call made the default format's field styling (a no-op `Style` per name and `=` when not
-/// on a terminal) and `Debug`-escaping of every string, character by character, cost more
-/// than the rest of a call's middleware (callgrind; docs/benchmarks.md). A value that needs
-/// quoting (a space, a quote, a control character) is still printed as `Debug` prints it.
+/// The text line: `2026-12-02T02:11:23.127100Z  INFO meshwork::server: listening tls=false`,
+/// as tracing-subscriber's default format prints it, written more cheaply: when the access
+/// line was an event, the default format's field styling (a no-op `Style` per name and `=`
+/// when not on a terminal) and `Debug`-escaping of every string, character by character,
+/// cost more than the rest of a call's middleware (callgrind; README, Benchmarks). A value
+/// that needs quoting (a space, a quote, a control character) is still printed as `Debug`
+/// prints it.
 pub(super) struct TextLine;
 
 impl<S, N> FormatEvent<S, N> for TextLine
@@ -92,16 +144,8 @@ where
     ) -> fmt::Result {
         CachedTime.format_time(&mut writer)?;
         let metadata = event.metadata();
-        let (colour, name) = level_label(*metadata.level());
-        writer.write_char(' ')?;
-        if writer.has_ansi_escapes() {
-            writer.write_str(colour)?;
-            writer.write_str(name)?;
-            writer.write_str("\x1b[0m ")?;
-        } else {
-            writer.write_str(name)?;
-            writer.write_char(' ')?;
-        }
+        let level = level_pieces(*metadata.level(), writer.has_ansi_escapes());
+        level.iter().try_for_each(|piece| writer.write_str(piece))?;
         writer.write_str(metadata.target())?;
         writer.write_char(':')?;
         let mut fields = TextFields {
@@ -114,15 +158,43 @@ where
     }
 }
 
-/// A level's ANSI colour and its name, padded to five characters as the default format does.
-fn level_label(level: Level) -> (&'static str, &'static str) {
-    match level {
+/// ` INFO ` between the timestamp and the target: the level's name padded to five
+/// characters, as the default format does, and coloured on a terminal.
+pub(super) fn level_pieces(level: Level, ansi: bool) -> [&'static str; 4] {
+    let (colour, name) = match level {
         Level::TRACE => ("\x1b[35m", "TRACE"),
         Level::DEBUG => ("\x1b[34m", "DEBUG"),
         Level::INFO => ("\x1b[32m", " INFO"),
         Level::WARN => ("\x1b[33m", " WARN"),
         Level::ERROR => ("\x1b[31m", "ERROR"),
+    };
+    if ansi {
+        [" ", colour, name, "\x1b[0m "]
+    } else {
+        [" ", name, " ", ""]
     }
+}
+
+/// ` name=value`: the value bare when it reads unambiguously so, or quoted as `Debug` quotes
+/// it. Piece by piece: through `write!`, the formatter cost half an access line.
+pub(super) fn write_field(out: &mut impl fmt::Write, name: &str, value: &str) -> fmt::Result {
+    if !prints_bare(value) {
+        return write!(out, " {name}={value:?}");
+    }
+    [" ", name, "=", value]
+        .iter()
+        .try_for_each(|piece| out.write_str(piece))
+}
+
+/// `value` as a JSON string, quoted and escaped (serde_json's escaping, as the JSON format's).
+pub(super) fn json_string(out: &mut String, value: &str) {
+    if prints_bare(value) {
+        for piece in ["\"", value, "\""] {
+            out.push_str(piece);
+        }
+        return;
+    }
+    out.push_str(&serde_json::Value::from(value).to_string());
 }
 
 /// Writes an event's fields: the message as it is, the others as ` name=value`.
@@ -138,8 +210,7 @@ impl Visit for TextFields<'_, '_> {
         }
         self.result = match field.name() {
             "message" => self.pieces(&[" ", value]),
-            name if prints_bare(value) => self.pieces(&[" ", name, "=", value]),
-            name => write!(self.writer, " {name}={value:?}"),
+            name => write_field(self.writer, name, value),
         };
     }
 
@@ -150,8 +221,8 @@ impl Visit for TextFields<'_, '_> {
         let mut digits = [0; THOUSANDTHS_LEN];
         match (field.name(), thousandths(value, &mut digits)) {
             ("message", _) | (_, None) => self.record_debug(field, &value),
-            // `duration_ms` is whole microseconds over 1e3: printed as `Debug` would
-            // print it, without the shortest-digits search of float formatting.
+            // Milliseconds of whole microseconds: printed as `Debug` would print them,
+            // without the shortest-digits search of float formatting.
             (name, Some(text)) => self.result = self.pieces(&[" ", name, "=", text]),
         }
     }
@@ -177,6 +248,8 @@ impl TextFields<'_, '_> {
 
 /// The longest text [`thousandths`] writes: 12 digits, a point and 3 digits.
 pub(super) const THOUSANDTHS_LEN: usize = 16;
+/// The most thousandths that fit in [`THOUSANDTHS_LEN`].
+pub(super) const MAX_THOUSANDTHS: u64 = 999_999_999_999_999;
 
 /// `value` as `{:?}` prints it, when it is a whole number of thousandths below 10¹² (a
 /// duration in milliseconds made from whole microseconds): `0.056`, `12.5`, `3.0`. Then that
@@ -195,9 +268,10 @@ fn thousandths(value: f64, out: &mut [u8; THOUSANDTHS_LEN]) -> Option<&str> {
     Some(write_thousandths(scaled as u64, out))
 }
 
-/// `scaled` thousandths (below 10¹⁵) as [`thousandths`] writes them: `56` is `0.056`, `3000`
-/// is `3.0`.
+/// `scaled` thousandths as [`thousandths`] writes them: `56` is `0.056`, `3000` is `3.0`;
+/// at most [`MAX_THOUSANDTHS`] (more is written as that).
 pub(super) fn write_thousandths(scaled: u64, out: &mut [u8; THOUSANDTHS_LEN]) -> &str {
+    let scaled = scaled.min(MAX_THOUSANDTHS);
     let (whole, mut fraction) = (scaled / 1000, scaled % 1000);
     let mut end = out.len();
     let mut fraction_digits = 3;
@@ -329,34 +403,13 @@ pub(super) fn prints_bare(value: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use tracing_subscriber::{fmt::MakeWriter, layer::SubscriberExt};
+    use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Lines {
-        type Writer = Lines;
-        fn make_writer(&'a self) -> Lines {
-            self.clone()
-        }
-    }
+    use crate::telemetry::captured::CapturedLines;
 
     fn line_of(log: impl FnOnce()) -> String {
-        let lines = Lines::default();
+        let lines = CapturedLines::default();
         let subscriber = tracing_subscriber::registry().with(
             tracing_subscriber::fmt::layer()
                 .event_format(TextLine)
@@ -364,7 +417,7 @@ mod tests {
                 .with_writer(lines.clone()),
         );
         tracing::subscriber::with_default(subscriber, log);
-        String::from_utf8(lines.0.lock().unwrap().clone()).unwrap()
+        lines.take()
     }
 
     #[test]
@@ -486,9 +539,27 @@ mod tests {
 
     #[test]
     fn ids_are_written_as_w3c_spells_them() {
-        let id = opentelemetry::trace::TraceId::from(0x0af7651916cd43dd8448eb211c80319cu128);
-        assert_eq!(hex(&id.to_bytes(), &mut [0; 32]), id.to_string());
+        let trace_id = opentelemetry::trace::TraceId::from(0x0af7651916cd43dd8448eb211c80319cu128);
+        let span_id = opentelemetry::trace::SpanId::from(0x00f067aa0ba902b7u64);
+        let ids = SpanContext::new(trace_id, span_id, Default::default(), false, Default::default());
+        assert_eq!(
+            CallIds::of(&ids).text_prefix().concat(),
+            format!("trace_id={trace_id} span_id={span_id} ")
+        );
+        assert_eq!(
+            CallIds::of(&ids).json_keys().concat(),
+            format!("\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",")
+        );
         assert_eq!(hex(&[0, 1, 0xfe], &mut [0; 6]), "0001fe");
+    }
+
+    #[test]
+    fn json_strings_are_escaped_as_serde_json_escapes_them() {
+        for value in ["127.0.0.1:5", "a b", "say \"hi\"\n", "back\\slash", "", "é"] {
+            let mut out = String::new();
+            json_string(&mut out, value);
+            assert_eq!(out, serde_json::to_string(value).unwrap());
+        }
     }
 
     #[test]

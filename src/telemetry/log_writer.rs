@@ -34,7 +34,8 @@ pub const LIMIT_BYTES: usize = 1024 * 1024;
 /// drain (a full pipe nobody reads) must not hold the process's shutdown past its grace period.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
-/// Where the formatting layer writes each line ([`MakeWriter`]); cheap to clone.
+/// Where the formatting layer and the access log write each line ([`MakeWriter`]); cheap to
+/// clone.
 #[derive(Clone)]
 pub struct LogWriter {
     shared: Arc<Shared>,
@@ -47,7 +48,7 @@ pub struct LogWriterGuard {
 }
 
 /// The buffer and the two signals between the calls and the writer thread; what
-/// [`LogWriter::make_writer`] lends the formatting layer for one line.
+/// [`LogWriter::make_writer`] lends a writer for one line.
 pub struct Shared {
     buffer: Mutex<Buffer>,
     /// Tells the thread there is something to write.
@@ -163,7 +164,8 @@ impl Shared {
 }
 
 impl Write for &Shared {
-    /// Appends `line` (the formatting layer writes one whole line per call).
+    /// Appends `line` (each writer, the formatting layer and the access log, writes one whole
+    /// line per call).
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
         let mut buffer = self.lock();
         while buffer.stage == Stage::Open

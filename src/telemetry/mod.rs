@@ -41,15 +41,17 @@ use tracing_subscriber::{
 use crate::config::{LogFormat, SamplerName, ServerConfig};
 
 mod access_log;
+#[cfg(test)]
+mod captured;
 mod line;
 mod log_writer;
 
-use access_log::LineFormat;
 pub use access_log::{AccessLine, AccessLog};
-use line::{CachedTime, TextLine, WithTraceIds};
+use line::{CachedTime, LineFormat, TextLine, WithTraceIds};
 use log_writer::{LogWriter, LogWriterGuard};
 
-/// The target of the access log, one line per call (`RUST_LOG=meshwork::access=off` stops it).
+/// The access log's name: what `RUST_LOG` calls it (`meshwork::access=off` stops it) and the
+/// `target` its lines print, like an event's.
 pub const ACCESS_LOG: &str = "meshwork::access";
 
 /// Keeps telemetry running; [`Telemetry::shutdown`] flushes the spans still buffered.
@@ -102,9 +104,9 @@ pub fn init(config: &ServerConfig) -> Telemetry {
             ansi: std::io::stdout().is_terminal(),
         },
     };
-    // Made before the subscriber is installed: see `access_log_enabled`. Lives as long as
-    // the process, as every call of every connection writes to it.
-    let access_log = access_log_enabled(&config.rust_log)
+    // Asked before the subscriber is installed (see `enabled_by`). Lives as long as the
+    // process: every call of every connection writes to it.
+    let access_log = access_log::enabled_by(&config.rust_log)
         .then(|| &*Box::leak(Box::new(AccessLog::new(stdout.clone(), format))));
     // With the log filter's level as its hint: a filter without one lifts the global
     // maximum level to TRACE, and then every `enabled!(debug)` probe (sqlx makes one per
@@ -153,21 +155,6 @@ where
             .with_writer(writer)
             .boxed(),
     }
-}
-
-/// Whether `rust_log` lets the access log's lines through (`RUST_LOG=warn` or
-/// `meshwork::access=off` does not). Asked of a subscriber with that filter alone: asking
-/// the process's, whose filters are per layer, outside an event would drop the thread's
-/// next line (tokio-rs/tracing#2519).
-fn access_log_enabled(rust_log: &str) -> bool {
-    let Ok(filter) = EnvFilter::builder().parse(rust_log) else {
-        return false;
-    };
-    let subscriber = tracing_subscriber::registry().with(filter);
-    tracing::subscriber::with_default(
-        subscriber,
-        || tracing::event_enabled!(target: ACCESS_LOG, Level::INFO),
-    )
 }
 
 /// What becomes of spans. With an exporter, every span at `info` or above is an
