@@ -180,10 +180,13 @@ port-forward: $(PY_TOOLS) ## forward every service's gRPC port to the same port 
 # BENCH_POSTGRES_URL is left out of it: it may hold a password.
 BENCH_SETTINGS := $(strip $(foreach v,WARMUP DURATION ROUNDS CONCURRENCY USERS WATCHERS WATCH_RATE PGO,$(if $(value $v),$(v)=$(value $v))))
 # What make bench measures: the profile-guided build the image ships (scripts/pgo.sh), bare
-# tonic's hello built the same way. `make bench PGO=0`: plain `cargo build --release` builds.
+# tonic's hello built the same way, in a cargo invocation of its own (features unify across
+# one invocation's packages; scripts/pgo.sh says why that matters). `make bench PGO=0`: plain
+# `cargo build --release` builds.
 ifeq ($(PGO),0)
 BENCH_BIN   := target/release
-BENCH_BUILD := $(CARGO) build --release --workspace --bins
+BENCH_BUILD := $(CARGO) build --release --locked $(foreach s,$(SERVICES),-p $(s)) \
+	&& $(CARGO) build --release --locked -p meshwork-bench
 BENCH_BUILD_NAME := cargo build --release
 else
 BENCH_BIN   := target/pgo/release

@@ -2,7 +2,8 @@
 # Instructions per SayHello under callgrind: counts, unlike seconds, repeat on a shared machine.
 # A warm-up of 2,000 calls, counters zeroed, 20,000 calls (4 connections x 13 streams), dump.
 #
-#   cargo build --profile profiling -p hello-service -p meshwork-bench
+#   cargo build --profile profiling --workspace --bins    (the services as the image builds them)
+#   cargo build --profile profiling -p meshwork-bench     (bare tonic on its own: scripts/pgo.sh)
 #   bench/callgrind.sh bare target/profiling/bare-hello
 #   bench/callgrind.sh hello target/profiling/hello-service RUST_LOG=warn
 #   callgrind_annotate --inclusive=yes .bench/callgrind/hello.*.out.1 | less   (where it goes)

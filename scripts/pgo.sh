@@ -24,8 +24,13 @@
 # `make bench` starts at once.
 #
 # bare tonic is trained and built the same way, so the benchmark's ratios compare stacks,
-# not builds. A profile older than the code is harmless: a function that changed is built
-# as without PGO.
+# not builds; but in a cargo invocation of its own (build, below). Cargo unifies features
+# across the packages of one invocation, and the services' dependencies turn on features bare
+# tonic would not have on its own: sqlx-core turns on `tracing`'s `log`, and bare tonic,
+# which installs no subscriber, then sends every span of h2, hyper and tonic through the
+# `log` fallback's checks (29% more instructions per call, README, Benchmarks). The services
+# are built together, as the image builds them.
+# A profile older than the code is harmless: a function that changed is built as without PGO.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The image's allocator tunables (`GLIBC_TUNABLES= ` before the command: glibc's defaults).
@@ -57,6 +62,23 @@ fi
 PROFILE=$PROFILES/meshwork.profdata
 # What the binaries are built from: a profile newer than all of it is still the code's.
 SOURCES=(Cargo.toml Cargo.lock .cargo src proto rpc clients database events services bench)
+
+# build RUSTFLAGS TARGET_DIR -p PACKAGE...: meshwork-bench (bare tonic's hello) in a cargo
+# invocation of its own, the rest together.
+build() {
+  local flags=$1 target_dir=$2 together=() alone=(); shift 2
+  while [ $# -gt 0 ]; do
+    [ "$1" = -p ] && [ $# -ge 2 ] || { echo "scripts/pgo.sh takes -p PACKAGE arguments only"; exit 2; }
+    if [ "$2" = meshwork-bench ]; then alone=(-p meshwork-bench); else together+=(-p "$2"); fi
+    shift 2
+  done
+  if [ ${#together[@]} -gt 0 ]; then
+    RUSTFLAGS="${RUSTFLAGS:-} $flags" "$CARGO" build --release --locked --target-dir "$target_dir" "${together[@]}"
+  fi
+  if [ ${#alone[@]} -gt 0 ]; then
+    RUSTFLAGS="${RUSTFLAGS:-} $flags" "$CARGO" build --release --locked --target-dir "$target_dir" "${alone[@]}"
+  fi
+}
 
 pids=()
 cleanup() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
@@ -95,8 +117,7 @@ train_profile() {
   # 1. Instrumented: every service, and meshwork-bench (bare tonic's hello, the load).
   local packages=(-p meshwork-bench) service
   for service in $SERVICES; do packages+=(-p "$service"); done
-  RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$PROFILES/raw" \
-    "$CARGO" build --release --locked --target-dir target/pgo-train "${packages[@]}"
+  build "-Cprofile-generate=$PROFILES/raw" target/pgo-train "${packages[@]}"
   rm -rf "$PROFILES/raw" "$WORK"
   mkdir -p "$PROFILES/raw" "$WORK"
 
@@ -144,6 +165,5 @@ else
 fi
 
 # 4. Optimised with the profile.
-RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$PROFILE" \
-  "$CARGO" build --release --locked --target-dir target/pgo "$@"
+build "-Cprofile-use=$PROFILE" target/pgo "$@"
 echo "PGO build: target/pgo/release"
