@@ -191,7 +191,7 @@ BENCH_BUILD_NAME := cargo build --release
 else
 BENCH_BIN   := target/pgo/release
 BENCH_BUILD := bash scripts/pgo.sh
-BENCH_BUILD_NAME := profile-guided (scripts/pgo.sh), bare tonic's too
+BENCH_BUILD_NAME := profile-guided (scripts/pgo.sh), bare tonic's too, built on its own
 endif
 
 bench: ## PGO build (scripts/pgo.sh); SayHello against bare tonic (bench/h2load.sh), the mesh scenarios (scripts/bench.sh), then docs/benchmarks.md and .svg
