@@ -187,7 +187,7 @@ ifeq ($(PGO),0)
 BENCH_BIN   := target/release
 BENCH_BUILD := $(CARGO) build --release --locked $(foreach s,$(SERVICES),-p $(s)) \
 	&& $(CARGO) build --release --locked -p meshwork-bench
-BENCH_BUILD_NAME := cargo build --release
+BENCH_BUILD_NAME := cargo build --release, bare tonic on its own
 else
 BENCH_BIN   := target/pgo/release
 BENCH_BUILD := bash scripts/pgo.sh

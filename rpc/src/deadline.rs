@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 
 /// The instant a call must be answered by.
@@ -52,8 +52,9 @@ impl Deadline {
     }
 }
 
-/// The header gRPC carries a deadline in.
-pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+/// The header gRPC carries a deadline in. A `HeaderName`, not a `&str`: a lookup by `&str`
+/// parses and validates the name again on every call.
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// A `grpc-timeout` value: 1 to 8 ASCII digits and a unit, `H M S m u n` (gRPC over HTTP/2).
 /// The one parser of that header in the mesh.
