@@ -33,7 +33,7 @@ use tracing_subscriber::{
     EnvFilter, Layer,
     filter::{FilterExt, LevelFilter, Targets, filter_fn},
     fmt::MakeWriter,
-    layer::{Identity, SubscriberExt},
+    layer::SubscriberExt,
     registry::LookupSpan,
     util::SubscriberInitExt,
 };
@@ -94,9 +94,6 @@ pub fn init(config: &ServerConfig) -> Telemetry {
     );
     let provider = tracer_provider(config);
 
-    let log_filter = EnvFilter::builder()
-        .parse(&config.rust_log)
-        .expect("RUST_LOG was validated when the configuration was parsed");
     let (stdout, guard) = LogWriter::spawn(std::io::stdout()).expect("cannot start the log writer thread");
     let format = match config.log_format {
         LogFormat::Json => LineFormat::Json,
@@ -108,20 +105,51 @@ pub fn init(config: &ServerConfig) -> Telemetry {
     // process: every call of every connection writes to it.
     let access_log = access_log::enabled_by(&config.rust_log)
         .then(|| &*Box::leak(Box::new(AccessLog::new(stdout.clone(), format))));
+    match otel_spans(config, &provider) {
+        Some(otel) => tracing_subscriber::registry()
+            .with(otel)
+            .with(log_output(&config.rust_log, format, stdout, false))
+            .init(),
+        None => tracing_subscriber::registry()
+            .with(log_output(&config.rust_log, format, stdout, true))
+            .init(),
+    }
+    Telemetry {
+        provider,
+        logs: guard,
+        access_log,
+    }
+}
+
+/// The log output: `log_lines`, filtered by `RUST_LOG`, seeing events only. With
+/// `call_spans` (no exporter), its filter also enables the calls' spans, which nothing else
+/// would: one per-layer filter rather than two, as each costs a registry look-up on every
+/// enter, exit and close of every call's span.
+fn log_output<S, W>(
+    rust_log: &str,
+    format: LineFormat,
+    writer: W,
+    call_spans: bool,
+) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let log_filter = EnvFilter::builder()
+        .parse(rust_log)
+        .expect("RUST_LOG was validated when the configuration was parsed");
     // With the log filter's level as its hint: a filter without one lifts the global
     // maximum level to TRACE, and then every `enabled!(debug)` probe (sqlx makes one per
     // statement) reaches the per-layer filters, which drop the thread's next line
     // (tokio-rs/tracing#2519).
     let level = log_filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
-    let events_only = filter_fn(|metadata| metadata.is_event()).with_max_level_hint(level);
-    tracing_subscriber::registry()
-        .with(spans(config, &provider))
-        .with(log_lines(format, stdout).with_filter(log_filter.and(events_only)))
-        .init();
-    Telemetry {
-        provider,
-        logs: guard,
-        access_log,
+    let events = log_filter.and(filter_fn(|metadata| metadata.is_event()).with_max_level_hint(level));
+    let lines = EventsOnly(log_lines(format, writer));
+    if call_spans {
+        let call_spans = Targets::new().with_target(CALL_SPANS, Level::INFO);
+        lines.with_filter(events.or(call_spans)).boxed()
+    } else {
+        lines.with_filter(events).boxed()
     }
 }
 
@@ -157,36 +185,54 @@ where
     }
 }
 
-/// What becomes of spans. With an exporter, every span at `info` or above is an
-/// OpenTelemetry span. Without one, no OpenTelemetry span is built (nothing would read it):
-/// the calls' spans are kept, for the ids their lines carry (`meshwork_rpc::trace`), and
-/// nothing else.
-fn spans<S>(config: &ServerConfig, provider: &SdkTracerProvider) -> Box<dyn Layer<S> + Send + Sync>
+/// With an exporter, every span at `info` or above becomes an OpenTelemetry span. Without
+/// one, none is built (nothing would read it): the calls' spans are kept, for the ids their
+/// lines carry (`meshwork_rpc::trace`), and nothing else (see `init`).
+fn otel_spans<S>(
+    config: &ServerConfig,
+    provider: &SdkTracerProvider,
+) -> Option<Box<dyn Layer<S> + Send + Sync>>
 where
     S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
 {
-    if config.otel_exporter_otlp_endpoint.is_none() {
-        return Identity::new()
-            .with_filter(Targets::new().with_target(CALL_SPANS, Level::INFO))
-            .boxed();
+    config.otel_exporter_otlp_endpoint.as_ref()?;
+    Some(
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("meshwork"))
+            // Per-span costs that buy nothing here: source location and thread name
+            // attributes (allocated per span), and busy/idle timing on every poll.
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            // A `target` attribute on every span (`meshwork::call`), which no convention asks for:
+            // one attribute more to build, convert and encode per span.
+            .with_target(false)
+            // Entering a span would also make its context OpenTelemetry's current one (a context
+            // clone and a thread-local push on every poll of every call). Nothing here reads the
+            // current context: outgoing calls and log lines take theirs from the tracing span
+            // (`meshwork_rpc::trace`).
+            .with_context_activation(false)
+            .with_filter(LevelFilter::INFO)
+            .boxed(),
+    )
+}
+
+/// A layer that is told of events only: the log output, given the calls' spans only so that
+/// they are enabled, must not format their fields (fmt's `on_new_span` would, per call).
+struct EventsOnly<L>(L);
+
+impl<S: Subscriber, L: Layer<S>> Layer<S> for EventsOnly<L> {
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.0.on_register_dispatch(subscriber);
     }
-    tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("meshwork"))
-        // Per-span costs that buy nothing here: source location and thread name
-        // attributes (allocated per span), and busy/idle timing on every poll.
-        .with_location(false)
-        .with_threads(false)
-        .with_tracked_inactivity(false)
-        // A `target` attribute on every span (`meshwork::call`), which no convention asks for:
-        // one attribute more to build, convert and encode per span.
-        .with_target(false)
-        // Entering a span would also make its context OpenTelemetry's current one (a context
-        // clone and a thread-local push on every poll of every call). Nothing here reads the
-        // current context: outgoing calls and log lines take theirs from the tracing span
-        // (`meshwork_rpc::trace`).
-        .with_context_activation(false)
-        .with_filter(LevelFilter::INFO)
-        .boxed()
+
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.0.on_layer(subscriber);
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.on_event(event, ctx);
+    }
 }
 
 fn tracer_provider(config: &ServerConfig) -> SdkTracerProvider {
