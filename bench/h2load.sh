@@ -19,8 +19,8 @@
 #
 # Each row is appended to $RESULTS/sayhello.jsonl for `meshwork-bench report`.
 #
-#   bench/h2load.sh            (after `cargo build --release -p hello-service` and, apart,
-#                               `cargo build --release -p meshwork-bench`: scripts/pgo.sh says why)
+#   bench/h2load.sh            (after `make bench PGO=0`'s two builds: the services, then
+#                               meshwork-bench on its own; scripts/pgo.sh says why)
 #   BIN=target/pgo/release bench/h2load.sh   (after scripts/pgo.sh: what make bench runs)
 #   WARMUP=1 DURATION=3 bench/h2load.sh      (seconds: warm-up per server, measured per shape)
 #   ROUNDS=1 bench/h2load.sh                 (one window per server and shape, as before rounds)

@@ -16,7 +16,7 @@
 # A scenario fails the run if any of its calls was not OK (the load generator's own count),
 # or if any service counted a code other than OK or Canceled in its grpc_server_handled_total.
 #
-#   scripts/bench.sh      (after `make bench PGO=0`'s two builds: the services, then meshwork-bench)
+#   scripts/bench.sh                          (after `make bench PGO=0`'s two builds)
 #   BIN=target/pgo/release scripts/bench.sh   (after scripts/pgo.sh: what make bench runs)
 #   WARMUP=1 DURATION=3 CONCURRENCY=32 scripts/bench.sh        (seconds)
 #   ROUNDS=5 scripts/bench.sh                 (rounds against bare tonic; the default)
