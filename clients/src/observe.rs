@@ -7,7 +7,7 @@ use http::Request;
 use meshwork_rpc::{
     CallEnd, Observer, RpcMethod,
     metrics::{CLIENT, CallTimer},
-    trace::{self, CALL_SPANS},
+    trace::{self, CALL_SPANS, CallTrace},
 };
 use opentelemetry_http::HeaderInjector;
 use tonic::Code;
@@ -20,7 +20,7 @@ pub struct ClientObserver;
 impl Observer for ClientObserver {
     type End = MadeCall;
 
-    fn begin<B>(&self, method: RpcMethod, request: &mut Request<B>) -> (Span, MadeCall) {
+    fn begin<B>(&self, method: RpcMethod, request: &mut Request<B>) -> (CallTrace, MadeCall) {
         let authority = request.uri().authority().cloned();
         let span = tracing::info_span!(
             target: CALL_SPANS,
@@ -36,16 +36,16 @@ impl Observer for ClientObserver {
             server.port = authority.as_ref().and_then(|a| a.port_u16()),
         );
         // A child of the call this one is made for (when made inside one).
-        trace::continue_trace(&span, trace::context(&Span::current()));
-        let context = trace::context(&span);
+        let trace = trace::continue_trace(span, trace::current());
+        let context = trace.context();
         opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
         });
         let made = MadeCall {
-            span: span.clone(),
+            span: trace.span().clone(),
             timer: CLIENT.start(method),
         };
-        (span, made)
+        (trace, made)
     }
 }
 

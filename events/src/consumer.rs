@@ -1,5 +1,5 @@
-//! A durable JetStream consumer: each message is handed to a handler inside a span that
-//! continues the publisher's trace, and acknowledged only after the handler succeeded, so
+//! A durable JetStream consumer: each message is handed to a handler that runs in the
+//! publisher's trace, and acknowledged only after the handler succeeded, so
 //! a crash mid-way redoes the work (handlers must make a redo change nothing).
 //!
 //! Messages are handled one at a time, in stream order (`max_ack_pending` 1): a deletion's
@@ -18,7 +18,6 @@ use futures::StreamExt;
 use meshwork_rpc::trace;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::{EventsUrl, metrics, wire};
 
@@ -168,14 +167,13 @@ where
         messaging.message.id = %event_id,
         messaging.consumer.group.name = subscription.durable,
     );
-    trace::continue_trace(&span, wire::trace_of(message.headers.as_ref()));
+    let trace = trace::continue_trace(span, wire::trace_of(message.headers.as_ref()));
     let delivery = Delivery {
         event_id,
         payload: message.payload.clone(),
     };
-    let outcome = handler(delivery).instrument(span.clone()).await;
-    let _entered = span.enter();
-    let (ack, label) = match outcome {
+    let outcome = trace.clone().run(handler(delivery)).await;
+    let (ack, label) = trace.in_scope(|| match outcome {
         Ok(()) => (AckKind::Ack, "ok"),
         Err(Failure::Retry(error)) => {
             tracing::warn!(%error, "handling an event failed; it is delivered again later");
@@ -185,7 +183,7 @@ where
             tracing::error!(%error, "an event that cannot be handled was dropped");
             (AckKind::Term, "rejected")
         }
-    };
+    });
     metrics::CONSUMED
         .with_label_values(&[subscription.subject, label])
         .inc();

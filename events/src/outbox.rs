@@ -416,7 +416,7 @@ impl Append for Tx {
 
 /// The trace the current change runs in, to carry on to the event's consumers.
 fn current_traceparent() -> Option<String> {
-    crate::wire::traceparent(&meshwork_rpc::trace::context(&tracing::Span::current()))
+    crate::wire::traceparent(&meshwork_rpc::trace::current())
 }
 
 /// A row of either backend.

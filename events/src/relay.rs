@@ -21,7 +21,6 @@ use meshwork_rpc::trace;
 use sqlx::{Connection as _, PgConnection};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::{
     EventsUrl, Outbox, StoredEvent, metrics,
@@ -225,13 +224,13 @@ impl Relay {
             messaging.destination.name = %row.subject,
             messaging.message.id = %row.event_id,
         );
-        trace::continue_trace(&span, context_from(row.traceparent.as_deref()));
+        let trace = trace::continue_trace(span, context_from(row.traceparent.as_deref()));
         let headers = wire::headers(
             &row.event_id,
             &row.subject,
             self.outbox.source(),
             row.occur_time,
-            &trace::context(&span),
+            &trace.context(),
         );
         let publish = PublishMessage::build()
             .payload(row.payload.clone().into())
@@ -241,7 +240,7 @@ impl Relay {
             ack.await?;
             Ok::<_, async_nats::Error>(())
         };
-        match acked.instrument(span).await {
+        match trace.run(acked).await {
             Ok(()) => {
                 metrics::PUBLISHED
                     .with_label_values(&[row.subject.as_str()])

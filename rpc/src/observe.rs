@@ -1,7 +1,8 @@
 //! The outermost layer of either stack: it resolves the call's method once (into the
 //! request's extensions, for every layer and handler below), lets the side's [`Observer`]
-//! open the call's span and make its end-of-call hook, runs the call inside that span, and
-//! hands the hook to the response, where it hears the final status (see [`crate::call`]).
+//! place the call in its trace and make its end-of-call hook, runs the call in its trace
+//! (span and ids, see [`crate::trace`]), and hands the hook to the response, where it hears
+//! the final status (see [`crate::call`]).
 //!
 //! The server's observer feeds span, metrics, access log and connection activity; the
 //! client's feeds its span and metrics. The layer itself is written once, here.
@@ -14,18 +15,21 @@ use std::{
 
 use http::{Request, Response};
 use tower::{Layer, Service};
-use tracing::{Instrument, Span, instrument::Instrumented};
 
-use crate::{CallEnd, CallGuard, ObservedBody, RpcMethod, observe_response};
+use crate::{
+    CallEnd, CallGuard, ObservedBody, RpcMethod, observe_response,
+    trace::{CallTrace, InCall},
+};
 
 /// What one side does when a call begins.
 pub trait Observer: Clone + Send + 'static {
     /// Hears how the call ended.
     type End: CallEnd;
 
-    /// Opens the span the call runs in, and makes the hook for its end. `request` carries
-    /// `method` in its extensions already, and may be changed (headers injected).
-    fn begin<B>(&self, method: RpcMethod, request: &mut Request<B>) -> (Span, Self::End);
+    /// Places the call in its trace ([`crate::trace::continue_trace`]), and makes the hook
+    /// for its end. `request` carries `method` in its extensions already, and may be changed
+    /// (headers injected).
+    fn begin<B>(&self, method: RpcMethod, request: &mut Request<B>) -> (CallTrace, Self::End);
 }
 
 /// See the module documentation.
@@ -76,9 +80,9 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let method = RpcMethod::from_path(request.uri().path());
         request.extensions_mut().insert(method);
-        let (span, on_end) = self.observer.begin(method, &mut request);
+        let (trace, on_end) = self.observer.begin(method, &mut request);
         Box::pin(ObserveFuture {
-            call: self.inner.call(request).instrument(span),
+            call: trace.run(self.inner.call(request)),
             guard: Some(CallGuard::new(on_end)),
         })
     }
@@ -86,10 +90,10 @@ where
 
 pin_project_lite::pin_project! {
     /// The future of an observed call (a named type rather than a boxed `async` block: no
-    /// allocation per call): the call, run in its span, and then its response observed.
+    /// allocation per call): the call, run in its trace, and then its response observed.
     pub struct ObserveFuture<F, E: CallEnd> {
         #[pin]
-        call: Instrumented<F>,
+        call: InCall<F>,
         // Until the response is ready; dropped with the future before that, it reports
         // the call `Canceled`.
         guard: Option<CallGuard<E>>,

@@ -1,13 +1,14 @@
 //! The W3C trace context a call runs in, whether or not its spans are exported.
 //!
 //! With OpenTelemetry's `tracing` layer installed (the process exports spans), a call's
-//! span is an OpenTelemetry span and the context is that span's. Without an exporter,
-//! building OpenTelemetry spans that nobody reads cost more than all the other middleware of
-//! a call together (callgrind, `make bench`: see docs/benchmarks.md), so then a call's span
-//! carries only its ids: the caller's trace id (or a new one) and a span id of its own, kept
-//! in the span's extensions in the registry. Either way [`continue_trace`] links a span to
-//! its parent, [`context`] is what goes into outgoing metadata, and [`ids`] is what log lines
-//! print: the same trace whether or not anything is exported.
+//! span is an OpenTelemetry span and the context is that span's. Without an exporter no
+//! subscriber enables the calls' spans at all: a `tracing` span per call (made, entered and
+//! left on every poll, closed) was the largest cost of the middleware (callgrind, see
+//! docs/benchmarks.md), and nothing would read it. A call then carries only its ids: the
+//! caller's trace id (or a new one) and a span id of its own, which a task-local holds
+//! while the call's future runs. Either way [`continue_trace`] places a call in its trace,
+//! [`CallTrace::context`] is what goes into outgoing metadata, and [`current_ids`] is what
+//! log lines print: the same trace whether or not anything is exported.
 
 use http::{HeaderMap, HeaderName};
 use opentelemetry::{
@@ -16,16 +17,31 @@ use opentelemetry::{
 };
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator};
-use tracing::Span;
+use tokio::task::futures::TaskLocalFuture;
+use tracing::{Instrument, Span, instrument::Instrumented};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{Registry, registry::LookupSpan};
 
-/// The target of every call's span, server and client: the subscriber keeps these spans
-/// enabled whatever the log filter says, as the lines logged inside a call need their ids.
+/// The target of every call's span, server and client: with an exporter, the subscriber
+/// enables these spans whatever the log filter says.
 pub const CALL_SPANS: &str = "meshwork::call";
 
-/// A call span's own ids, when no OpenTelemetry layer gives it any.
-struct CallIds(SpanContext);
+tokio::task_local! {
+    /// The ids of the call whose future is running, when its span does not hold them (no
+    /// exporter). A task-local rather than a span's extension: setting it on each poll is a
+    /// swap, where entering a span is a registry look-up and a push on its stack.
+    static CALL_IDS: Option<SpanContext>;
+}
+
+/// A call's place in its trace: its span, and its own ids when no OpenTelemetry layer
+/// gives the span any.
+#[derive(Debug, Clone)]
+pub struct CallTrace {
+    span: Span,
+    ids: Option<SpanContext>,
+}
+
+/// The future of a call run by [`CallTrace::run`].
+pub type InCall<F> = TaskLocalFuture<Option<SpanContext>, Instrumented<F>>;
 
 /// The caller's trace context, from an incoming call's metadata (W3C `traceparent`,
 /// `tracestate` and `baggage`, by the process's propagator).
@@ -40,49 +56,69 @@ pub fn incoming(headers: &HeaderMap) -> Context {
     opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)))
 }
 
-/// Makes `span` a child of `parent`: an incoming call's extracted remote context, or the
-/// context of the call an outgoing one is made for. Returns the ids it gave `span` itself,
-/// when no OpenTelemetry layer gives it any: what [`ids`] would find later, for a caller
-/// that keeps them instead of looking them up again.
-pub fn continue_trace(span: &Span, parent: Context) -> Option<SpanContext> {
+/// Places the call that `span` stands for in the trace of `parent`: an incoming call's
+/// extracted remote context, or [`current`] for a call or event made for the running one.
+/// The OpenTelemetry layer, when installed, makes the span its child; otherwise the call
+/// gets ids of its own here.
+pub fn continue_trace(span: Span, parent: Context) -> CallTrace {
     let parent_ids = parent.span().span_context().clone();
-    if span.set_parent(parent).is_ok() {
-        return None;
-    }
-    let ids = child_of(&parent_ids);
-    span.with_subscriber(|(id, dispatch)| {
-        let registry = dispatch.downcast_ref::<Registry>()?;
-        registry.span(id)?.extensions_mut().insert(CallIds(ids.clone()));
-        Some(())
-    })
-    .flatten()?;
-    Some(ids)
+    let ids = span.set_parent(parent).is_err().then(|| child_of(&parent_ids));
+    CallTrace { span, ids }
 }
 
-/// The trace context of `span` (or of the call it is part of), to inject into metadata.
-pub fn context(span: &Span) -> Context {
-    match own_ids(span) {
+impl CallTrace {
+    /// The call's span (disabled when nothing exports it): where its attributes go.
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// The call's trace context, to inject into outgoing metadata.
+    pub fn context(&self) -> Context {
+        match &self.ids {
+            Some(ids) => Context::new().with_remote_span_context(ids.clone()),
+            None => self.span.context(),
+        }
+    }
+
+    /// The call's ids, when it has valid ones.
+    pub fn ids(&self) -> Option<SpanContext> {
+        let ids = match &self.ids {
+            Some(ids) => ids.clone(),
+            None => self.span.context().span().span_context().clone(),
+        };
+        ids.is_valid().then_some(ids)
+    }
+
+    /// Runs `future` as the call's work: in its span, and with its ids as [`current_ids`].
+    pub fn run<F: Future>(self, future: F) -> InCall<F> {
+        CALL_IDS.scope(self.ids, future.instrument(self.span))
+    }
+
+    /// Runs `f` as [`CallTrace::run`] runs a future.
+    pub fn in_scope<T>(&self, f: impl FnOnce() -> T) -> T {
+        CALL_IDS.sync_scope(self.ids.clone(), || self.span.in_scope(f))
+    }
+}
+
+/// The trace context of the call running now (or of the current span), to carry on into a
+/// call or event made for it.
+pub fn current() -> Context {
+    match running_call() {
         Some(ids) => Context::new().with_remote_span_context(ids),
-        None => span.context(),
+        None => Span::current().context(),
     }
 }
 
-/// The ids of `span` (or of the call it is part of), when it has valid ones.
-pub fn ids(span: &Span) -> Option<SpanContext> {
-    let ids = own_ids(span).unwrap_or_else(|| span.context().span().span_context().clone());
+/// The ids of the call running now (or of the current span), when there are valid ones:
+/// what a log line prints.
+pub fn current_ids() -> Option<SpanContext> {
+    let ids = running_call().unwrap_or_else(|| Span::current().context().span().span_context().clone());
     ids.is_valid().then_some(ids)
 }
 
-/// The ids [`continue_trace`] gave the nearest call span around `span`, if it gave any.
-fn own_ids(span: &Span) -> Option<SpanContext> {
-    span.with_subscriber(|(id, dispatch)| {
-        let registry = dispatch.downcast_ref::<Registry>()?;
-        registry
-            .span(id)?
-            .scope()
-            .find_map(|span| span.extensions().get::<CallIds>().map(|ids| ids.0.clone()))
-    })
-    .flatten()
+/// The ids [`continue_trace`] gave the call running now, if it gave any.
+fn running_call() -> Option<SpanContext> {
+    CALL_IDS.try_with(Option::clone).ok().flatten()
 }
 
 /// New ids in the trace of `parent`, or in a new trace when there is no valid parent (a new
@@ -110,15 +146,12 @@ fn child_of(parent: &SpanContext) -> SpanContext {
 #[cfg(test)]
 mod tests {
     use opentelemetry::trace::{SpanId, TraceId, TraceState};
-    use tracing_subscriber::{Layer as _, filter::Targets, layer::SubscriberExt};
 
     use super::*;
 
+    /// A process without an exporter: nothing enables the calls' spans.
     fn without_exporter() -> impl tracing::Subscriber {
-        tracing_subscriber::registry().with(
-            tracing_subscriber::layer::Identity::new()
-                .with_filter(Targets::new().with_target(CALL_SPANS, tracing::Level::INFO)),
-        )
+        tracing_subscriber::registry()
     }
 
     fn remote(trace_id: u128, span_id: u64) -> Context {
@@ -131,23 +164,23 @@ mod tests {
         ))
     }
 
+    fn server_call(parent: Context) -> CallTrace {
+        continue_trace(tracing::info_span!(target: CALL_SPANS, "grpc.server"), parent)
+    }
+
     #[test]
     fn without_an_exporter_a_call_joins_its_callers_trace_with_a_span_of_its_own() {
         tracing::subscriber::with_default(without_exporter(), || {
-            let span = tracing::info_span!(target: CALL_SPANS, "grpc.server");
-            let given = continue_trace(&span, remote(7, 9));
-            let ids = ids(&span).expect("the call span has ids");
-            assert_eq!(
-                given,
-                Some(ids.clone()),
-                "what it gave the span is what the span has"
-            );
+            let call = server_call(remote(7, 9));
+            let ids = call.ids().expect("the call has ids");
             assert_eq!(ids.trace_id(), TraceId::from(7u128));
             assert_ne!(ids.span_id(), SpanId::from(9u64));
             // What an outgoing call made inside it carries on.
-            let inner = span.in_scope(|| tracing::info_span!(target: CALL_SPANS, "grpc.client"));
-            continue_trace(&inner, context(&span));
-            let carried = context(&inner);
+            let outgoing = call.in_scope(|| {
+                assert_eq!(current_ids(), Some(ids.clone()), "lines in the call get its ids");
+                continue_trace(tracing::info_span!(target: CALL_SPANS, "grpc.client"), current())
+            });
+            let carried = outgoing.context();
             assert_eq!(carried.span().span_context().trace_id(), TraceId::from(7u128));
             assert_ne!(carried.span().span_context().span_id(), ids.span_id());
         });
@@ -156,23 +189,32 @@ mod tests {
     #[test]
     fn without_an_exporter_a_call_without_a_caller_starts_a_sampled_trace() {
         tracing::subscriber::with_default(without_exporter(), || {
-            let span = tracing::info_span!(target: CALL_SPANS, "grpc.server");
-            continue_trace(&span, Context::new());
-            let ids = ids(&span).expect("the call span has ids");
+            let ids = server_call(Context::new()).ids().expect("the call has ids");
             assert!(ids.is_sampled());
         });
     }
 
     #[test]
-    fn a_line_in_a_span_inside_a_call_gets_the_calls_ids() {
+    fn outside_a_call_there_are_no_ids() {
         tracing::subscriber::with_default(without_exporter(), || {
-            let call = tracing::info_span!(target: CALL_SPANS, "grpc.server");
-            continue_trace(&call, remote(7, 9));
-            let inner = call.in_scope(|| tracing::info_span!(target: CALL_SPANS, "query"));
-            assert_eq!(
-                ids(&inner).map(|ids| ids.span_id()),
-                ids(&call).map(|ids| ids.span_id())
-            );
+            assert_eq!(current_ids(), None);
+            assert!(!current().span().span_context().is_valid());
         });
+    }
+
+    #[tokio::test]
+    async fn a_calls_future_sees_its_ids_on_every_poll_and_only_there() {
+        let _subscriber = tracing::subscriber::set_default(without_exporter());
+        let call = server_call(remote(7, 9));
+        let ids = call.ids();
+        let seen = call
+            .run(async {
+                let before = current_ids();
+                tokio::task::yield_now().await;
+                (before, current_ids())
+            })
+            .await;
+        assert_eq!(seen, (ids.clone(), ids));
+        assert_eq!(current_ids(), None, "the ids are the call's only");
     }
 }

@@ -1,6 +1,7 @@
 //! How the server observes a call it serves, for [`meshwork_rpc::ObserveLayer`] (the
 //! outermost layer: it resolves the method once, into the request's extensions). The span
-//! is named `<full service>/<method>` with the OpenTelemetry RPC attributes; an incoming W3C
+//! (exported, or only ids when nothing exports it: see [`meshwork_rpc::trace`]) is named
+//! `<full service>/<method>` with the OpenTelemetry RPC attributes; an incoming W3C
 //! `traceparent`/`tracestate` and `baggage` makes it a child of the caller's. One
 //! end-of-call hook, [`ServedCall`], closes the span, counts the call in the
 //! `grpc_server_*` metrics, writes the access-log line and tells the connection the call is
@@ -20,9 +21,8 @@ use http_body::{Body, Frame, SizeHint};
 use meshwork_rpc::{
     CallEnd, Observer, RpcMethod, code_name,
     metrics::{CallTimer, SERVER},
-    trace::{self, CALL_SPANS},
+    trace::{self, CALL_SPANS, CallTrace},
 };
-use opentelemetry::trace::SpanContext;
 use tonic::{Code, transport::server::TcpConnectInfo};
 use tracing::{Span, field::Empty};
 
@@ -47,23 +47,22 @@ impl ServerObserver {
 impl Observer for ServerObserver {
     type End = ServedCall;
 
-    fn begin<B>(&self, method: RpcMethod, request: &mut Request<B>) -> (Span, ServedCall) {
+    fn begin<B>(&self, method: RpcMethod, request: &mut Request<B>) -> (CallTrace, ServedCall) {
         // Taken out: nothing below needs it, and the call's end holds it from here on.
         let arrival = request.extensions_mut().remove::<Arrival>();
         let span = server_span(method, arrival.as_ref().map(|a| &*a.connection));
-        let ids = trace::continue_trace(&span, trace::incoming(request.headers()));
+        let trace = trace::continue_trace(span, trace::incoming(request.headers()));
         if let Some(arrival) = &arrival {
             arrival.connection.activity.call_started();
         }
         let served = ServedCall {
             method,
-            span: span.clone(),
+            trace: trace.clone(),
             timer: SERVER.start(method),
             arrival,
-            ids,
             access_log: self.access_log,
         };
-        (span, served)
+        (trace, served)
     }
 }
 
@@ -124,16 +123,14 @@ struct Arrival {
 /// Everything that learns how one served call ended.
 pub struct ServedCall {
     method: RpcMethod,
-    span: Span,
+    /// Its span, for the final status, and its ids, for the access line.
+    trace: CallTrace,
     /// The call's one clock: the metrics' histogram, the access line's duration and the
     /// connection's idle timer all read their times from it.
     timer: CallTimer,
     /// Where the call came from; `None` only for a request that did not come through the
     /// accept loop (a test's).
     arrival: Option<Arrival>,
-    /// The call's trace and span ids, when this process made them (no OpenTelemetry layer):
-    /// kept for the access line rather than looked up in the registry again.
-    ids: Option<SpanContext>,
     /// Where the call's access line goes; `None` when the access log is off.
     access_log: Option<&'static AccessLog>,
 }
@@ -153,7 +150,7 @@ impl CallEnd for ServedCall {
             }
             code => code,
         };
-        record_status(&self.span, code, is_server_error(code));
+        record_status(self.trace.span(), code, is_server_error(code));
         let started = self.timer.started();
         let duration = self.timer.finish(code);
         if let Some(access_log) = self.access_log {
@@ -162,7 +159,7 @@ impl CallEnd for ServedCall {
                 code: code_name(code),
                 duration,
                 peer: self.arrival.as_ref().and_then(|a| a.connection.peer.as_deref()),
-                ids: self.ids.or_else(|| trace::ids(&self.span)),
+                ids: self.trace.ids(),
             });
         }
         if let Some(arrival) = &self.arrival {

@@ -172,7 +172,6 @@ fn millis(duration: Duration, digits: &mut [u8; THOUSANDTHS_LEN]) -> &str {
 #[cfg(test)]
 mod tests {
     use meshwork_rpc::trace::{self, CALL_SPANS};
-    use tracing_subscriber::{Layer as _, filter::Targets, layer::Identity};
 
     use super::*;
     use crate::telemetry::{captured::CapturedLines, log_lines};
@@ -191,23 +190,7 @@ mod tests {
         format!("{}<time>{}", &line[..at], &line[at + 27..])
     }
 
-    /// `line` as `WithTraceIds` starts it inside a call with `ids`. In the services it does
-    /// that itself; here it cannot see the call's span: a subscriber set for a test (not the
-    /// process's) gives none to a look-up made while it handles an event (tracing's guard
-    /// against re-entry). The services' lines are checked end to end (e2e, observability).
-    fn with_ids(line: String, format: LineFormat, ids: Option<&SpanContext>) -> String {
-        let Some(ids) = ids else { return line };
-        let (trace_id, span_id) = (ids.trace_id(), ids.span_id());
-        match format {
-            LineFormat::Text { .. } => format!("trace_id={trace_id} span_id={span_id} {line}"),
-            LineFormat::Json => format!(
-                "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{}",
-                &line[1..]
-            ),
-        }
-    }
-
-    /// The access line as a `tracing` event inside a call's span writes it, and as
+    /// The access line as a `tracing` event inside a call writes it, and as
     /// [`AccessLog`] writes it, for the same call.
     fn both_ways(
         format: LineFormat,
@@ -216,19 +199,12 @@ mod tests {
         peer: Option<&str>,
     ) -> (String, String) {
         let lines = CapturedLines::default();
-        let subscriber = tracing_subscriber::registry()
-            .with(Identity::new().with_filter(Targets::new().with_target(CALL_SPANS, tracing::Level::INFO)))
-            .with(log_lines(format, lines.clone()));
+        let subscriber = tracing_subscriber::registry().with(log_lines(format, lines.clone()));
         let (method, code) = ("user.v1.UserService/GetUser", "NotFound");
         let ids = tracing::subscriber::with_default(subscriber, || {
-            let span = if in_a_call {
-                let span = tracing::info_span!(target: CALL_SPANS, "grpc.server");
-                trace::continue_trace(&span, opentelemetry::Context::new());
-                span
-            } else {
-                tracing::Span::none()
-            };
-            span.in_scope(|| {
+            let span = tracing::info_span!(target: CALL_SPANS, "grpc.server");
+            let call = trace::continue_trace(span, opentelemetry::Context::new());
+            let log = || {
                 tracing::info!(
                     target: ACCESS_LOG,
                     method,
@@ -237,11 +213,16 @@ mod tests {
                     peer,
                     "rpc"
                 );
-            });
-            trace::ids(&span)
+            };
+            if !in_a_call {
+                log();
+                return None;
+            }
+            call.in_scope(log);
+            call.ids()
         });
         assert_eq!(ids.is_some(), in_a_call);
-        let as_event = with_ids(lines.take(), format, ids.as_ref());
+        let as_event = lines.take();
         // Through the log writer, as in the services: its guard writes the line out when dropped.
         let (writer, written) = LogWriter::spawn(lines.clone()).unwrap();
         AccessLog::new(writer, format).write(&AccessLine {

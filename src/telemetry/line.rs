@@ -27,8 +27,8 @@ pub(super) enum LineFormat {
     Json,
 }
 
-/// A log line format that puts the current span's OpenTelemetry `trace_id` and `span_id`
-/// first: as the first two keys of a JSON object, or as a `trace_id=… span_id=…` prefix.
+/// A log line format that puts the running call's `trace_id` and `span_id` (see
+/// `meshwork_rpc::trace`) first: as the first two keys of a JSON object, or as a `trace_id=… span_id=…` prefix.
 pub(super) struct WithTraceIds<F> {
     pub(super) inner: F,
     pub(super) json: bool,
@@ -46,8 +46,8 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> fmt::Result {
-        // The current span from the dispatcher, not `ctx`: this output sees no spans.
-        let Some(ids) = trace::ids(&tracing::Span::current()) else {
+        // The running call's, not `ctx`'s current span: this output sees no spans.
+        let Some(ids) = trace::current_ids() else {
             return self.inner.format_event(ctx, writer, event);
         };
         let ids = CallIds::of(&ids);

@@ -4,8 +4,9 @@
 //!   written inside a call starts with the call's `trace_id` and `span_id`, so a log search
 //!   finds the trace and a trace finds its logs.
 //! - Traces: `tracing` spans become OpenTelemetry spans. With `OTEL_EXPORTER_OTLP_ENDPOINT`
-//!   set they are batched and exported over OTLP/gRPC; without it nothing is exported, but
-//!   spans still get ids (for the logs) and incoming trace context is still carried on.
+//!   set they are batched and exported over OTLP/gRPC; without it no span is made for a
+//!   call, but calls still get ids (for the logs) and incoming trace context is still
+//!   carried on (`meshwork_rpc::trace`).
 //!
 //! The log filter applies to the log output only: `RUST_LOG=warn` must not stop span export
 //! (a global filter would, as both outputs share one subscriber).
@@ -20,7 +21,6 @@
 
 use std::{io::IsTerminal, time::Duration};
 
-use meshwork_rpc::trace::CALL_SPANS;
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{
@@ -28,10 +28,10 @@ use opentelemetry_sdk::{
     propagation::{BaggagePropagator, TraceContextPropagator},
     trace::{Sampler, SdkTracerProvider},
 };
-use tracing::{Level, Subscriber};
+use tracing::Subscriber;
 use tracing_subscriber::{
     EnvFilter, Layer,
-    filter::{FilterExt, LevelFilter, Targets, filter_fn},
+    filter::{FilterExt, LevelFilter, filter_fn},
     fmt::MakeWriter,
     layer::SubscriberExt,
     registry::LookupSpan,
@@ -108,10 +108,10 @@ pub fn init(config: &ServerConfig) -> Telemetry {
     match otel_spans(config, &provider) {
         Some(otel) => tracing_subscriber::registry()
             .with(otel)
-            .with(log_output(&config.rust_log, format, stdout, false))
+            .with(log_output(&config.rust_log, format, stdout))
             .init(),
         None => tracing_subscriber::registry()
-            .with(log_output(&config.rust_log, format, stdout, true))
+            .with(log_output(&config.rust_log, format, stdout))
             .init(),
     }
     Telemetry {
@@ -121,16 +121,9 @@ pub fn init(config: &ServerConfig) -> Telemetry {
     }
 }
 
-/// The log output: `log_lines`, filtered by `RUST_LOG`, seeing events only. With
-/// `call_spans` (no exporter), its filter also enables the calls' spans, which nothing else
-/// would: one per-layer filter rather than two, as each costs a registry look-up on every
-/// enter, exit and close of every call's span.
-fn log_output<S, W>(
-    rust_log: &str,
-    format: LineFormat,
-    writer: W,
-    call_spans: bool,
-) -> Box<dyn Layer<S> + Send + Sync>
+/// The log output: `log_lines`, filtered by `RUST_LOG`, seeing events only (spans' fields
+/// are not formatted into text for every call; a line carries its call's ids instead).
+fn log_output<S, W>(rust_log: &str, format: LineFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
@@ -144,13 +137,7 @@ where
     // (tokio-rs/tracing#2519).
     let level = log_filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
     let events = log_filter.and(filter_fn(|metadata| metadata.is_event()).with_max_level_hint(level));
-    let lines = EventsOnly(log_lines(format, writer));
-    if call_spans {
-        let call_spans = Targets::new().with_target(CALL_SPANS, Level::INFO);
-        lines.with_filter(events.or(call_spans)).boxed()
-    } else {
-        lines.with_filter(events).boxed()
-    }
+    log_lines(format, writer).with_filter(events).boxed()
 }
 
 /// The layer that writes log lines to `writer`, in `format`, each starting with the ids of
@@ -186,8 +173,8 @@ where
 }
 
 /// With an exporter, every span at `info` or above becomes an OpenTelemetry span. Without
-/// one, none is built (nothing would read it): the calls' spans are kept, for the ids their
-/// lines carry (`meshwork_rpc::trace`), and nothing else (see `init`).
+/// one, nothing enables a span (nothing would read it): a call keeps only its ids, for the
+/// lines logged in it (`meshwork_rpc::trace`).
 fn otel_spans<S>(
     config: &ServerConfig,
     provider: &SdkTracerProvider,
@@ -209,30 +196,12 @@ where
             .with_target(false)
             // Entering a span would also make its context OpenTelemetry's current one (a context
             // clone and a thread-local push on every poll of every call). Nothing here reads the
-            // current context: outgoing calls and log lines take theirs from the tracing span
+            // current context: outgoing calls and log lines take theirs from the call's
             // (`meshwork_rpc::trace`).
             .with_context_activation(false)
             .with_filter(LevelFilter::INFO)
             .boxed(),
     )
-}
-
-/// A layer that is told of events only: the log output, given the calls' spans only so that
-/// they are enabled, must not format their fields (fmt's `on_new_span` would, per call).
-struct EventsOnly<L>(L);
-
-impl<S: Subscriber, L: Layer<S>> Layer<S> for EventsOnly<L> {
-    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
-        self.0.on_register_dispatch(subscriber);
-    }
-
-    fn on_layer(&mut self, subscriber: &mut S) {
-        self.0.on_layer(subscriber);
-    }
-
-    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        self.0.on_event(event, ctx);
-    }
 }
 
 fn tracer_provider(config: &ServerConfig) -> SdkTracerProvider {
