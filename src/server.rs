@@ -300,8 +300,9 @@ fn server_stack(
 + Sync
 + 'static {
     ServiceBuilder::new()
-        // The call's method, resolved once; its span (parent: the caller's traceparent); and
-        // one end-of-call hook for the span, grpc_server_* metrics, access log, idle timer.
+        // The call's method, resolved once; its place in the trace (parent: the caller's
+        // traceparent; a span when exported); and one end-of-call hook for the span,
+        // grpc_server_* metrics, access log, idle timer.
         .layer(ObserveLayer::new(ServerObserver::new(access_log)))
         // Overload: beyond max_concurrent_calls, RESOURCE_EXHAUSTED at once (logged and
         // counted by the layers above, like any answer).

@@ -2,9 +2,9 @@
 //! behaves. The stack, outermost first (each layer's module in the source explains its
 //! choices):
 //!
-//! 1. Observe (`observe.rs`): the method resolved once; one client span per call (retries
-//!    included) whose trace context goes into the outgoing metadata, so the callee's span
-//!    joins the trace; `grpc_client_*` golden signals; one end-of-call hook for both.
+//! 1. Observe (`observe.rs`): the method resolved once; one client call in the trace per
+//!    call (retries included), whose trace context goes into the outgoing metadata, so the
+//!    callee joins the trace; `grpc_client_*` golden signals; one end-of-call hook for both.
 //! 2. Retry (`retry.rs`): retries of `UNAVAILABLE` under a budget, with backoff, within the
 //!    call's deadline, which each attempt passes on as what is left. Only the methods the
 //!    protos declare safe to repeat (`idempotency_level`), unless

@@ -1,7 +1,8 @@
 //! How the client stack observes a call it makes (retries included), for
-//! [`meshwork_rpc::ObserveLayer`]: a client span whose W3C trace context goes into the
-//! outgoing metadata, so the callee's span joins the trace, and one end-of-call hook,
-//! [`MadeCall`], that closes the span and counts the call in the `grpc_client_*` metrics.
+//! [`meshwork_rpc::ObserveLayer`]: a client span (exported when spans are; otherwise only its
+//! ids, see [`meshwork_rpc::trace`]) whose W3C trace context goes into the outgoing metadata,
+//! so the callee joins the trace, and one end-of-call hook, [`MadeCall`], that closes the span
+//! and counts the call in the `grpc_client_*` metrics.
 
 use http::Request;
 use meshwork_rpc::{

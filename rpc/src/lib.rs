@@ -8,7 +8,7 @@
 //! - [`call`]: the end of a call — the final status, from the trailers — reported once to a
 //!   [`CallEnd`] hook.
 //! - [`observe`]: the outermost layer of either stack, written once: the method resolved,
-//!   the call run in its side's span, its end reported to its side's hook.
+//!   the call run in its trace (see [`trace`]), its end reported to its side's hook.
 //! - [`trace`]: the W3C trace context a call runs in, exported or not: what links a call
 //!   to its caller, goes into outgoing metadata and into log lines.
 //! - [`metrics`]: Prometheus metrics with the grpc-ecosystem names, for either side.

@@ -1,5 +1,5 @@
 //! A handler that panics answers `INTERNAL` ("internal error"), and the panic is logged
-//! inside the call's span, so the line carries the trace id. Without this layer the panic
+//! inside the call, so the line carries the call's trace id. Without this layer the panic
 //! would end hyper's stream task: the caller would see a reset stream and the log a bare
 //! panic message with no call to tie it to.
 //!
