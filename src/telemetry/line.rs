@@ -28,7 +28,8 @@ pub(super) enum LineFormat {
 }
 
 /// A log line format that puts the running call's `trace_id` and `span_id` (see
-/// `meshwork_rpc::trace`) first: as the first two keys of a JSON object, or as a `trace_id=… span_id=…` prefix.
+/// `meshwork_rpc::trace`) first: as the first two keys of a JSON object, or as a
+/// `trace_id=… span_id=…` prefix.
 pub(super) struct WithTraceIds<F> {
     pub(super) inner: F,
     pub(super) json: bool,
