@@ -432,7 +432,7 @@ pub fn connect(target: &Target, options: &ChannelOptions) -> MeshChannel {
     );
 
     ServiceBuilder::new()
-        .layer(ObserveLayer::new(ClientObserver))
+        .layer(ObserveLayer::new(ClientObserver::for_target(target)))
         .layer(RetryLayer::new(retry_policy(options)))
         .service(balanced)
 }

@@ -4,6 +4,8 @@
 //! so the callee joins the trace, and one end-of-call hook, [`MadeCall`], that closes the span
 //! and counts the call in the `grpc_client_*` metrics.
 
+use std::sync::Arc;
+
 use http::Request;
 use meshwork_rpc::{
     CallEnd, Observer, RpcMethod,
@@ -14,15 +16,56 @@ use opentelemetry_http::HeaderInjector;
 use tonic::Code;
 use tracing::{Span, field::Empty};
 
+use crate::Target;
+
 /// The client side's [`Observer`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ClientObserver;
+#[derive(Debug, Clone, Default)]
+pub struct ClientObserver {
+    /// The service called, as its spans' `server.address` and `server.port` name it.
+    server: Option<Arc<ServerName>>,
+}
+
+/// The host and port a target names: the logical server of OpenTelemetry's conventions, not
+/// the address of the replica the balancer picks (which is chosen below this layer).
+#[derive(Debug)]
+struct ServerName {
+    address: Box<str>,
+    port: Option<u16>,
+}
+
+impl ClientObserver {
+    /// The observer of the calls to `target`. A target of several fixed endpoints names no
+    /// one server: its spans carry none.
+    pub fn for_target(target: &Target) -> Self {
+        let server = match target {
+            Target::Dns { host, port } => Some(ServerName {
+                address: host.as_str().into(),
+                port: Some(*port),
+            }),
+            Target::Static(uris) => match uris.as_slice() {
+                [uri] => uri.authority().map(|authority| ServerName {
+                    // An IPv6 address without the brackets a URL puts around it.
+                    address: authority
+                        .host()
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .into(),
+                    port: authority.port_u16(),
+                }),
+                _ => None,
+            },
+        };
+        Self {
+            server: server.map(Arc::new),
+        }
+    }
+}
 
 impl Observer for ClientObserver {
     type End = MadeCall;
 
     fn begin<B>(&self, method: RpcMethod, request: &mut Request<B>) -> (CallTrace, MadeCall) {
-        let authority = request.uri().authority().cloned();
+        let server = self.server.as_deref();
         let span = tracing::info_span!(
             target: CALL_SPANS,
             "grpc.client",
@@ -33,8 +76,10 @@ impl Observer for ClientObserver {
             rpc.service = method.service,
             rpc.method = method.method,
             rpc.grpc.status_code = Empty,
-            server.address = authority.as_ref().map(|a| a.host()),
-            server.port = authority.as_ref().and_then(|a| a.port_u16()),
+            server.address = server.map(|server| &*server.address),
+            // An integer attribute, as the conventions say: tracing-opentelemetry records a
+            // `u64` through `Debug`, as a string (and a format per span).
+            server.port = server.and_then(|server| server.port).map(i64::from),
         );
         // A child of the call this one is made for (when made inside one).
         let trace = trace::continue_trace(span, trace::current());
@@ -42,6 +87,11 @@ impl Observer for ClientObserver {
         opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
         });
+        // Never indexed by HPACK: it differs on every call (as `grpc-timeout` does, see
+        // `Deadline::grpc_timeout`).
+        if let Some(traceparent) = request.headers_mut().get_mut(trace::TRACEPARENT) {
+            traceparent.set_sensitive(true);
+        }
         let made = MadeCall {
             span: trace.span().clone(),
             timer: CLIENT.start(method),
@@ -64,5 +114,28 @@ impl CallEnd for MadeCall {
             self.span.record("otel.status_code", "ERROR");
         }
         self.timer.finish(code);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_of(target: &str) -> Option<(String, Option<u16>)> {
+        let observer = ClientObserver::for_target(&target.parse().expect("a valid target"));
+        observer
+            .server
+            .map(|server| (server.address.to_string(), server.port))
+    }
+
+    #[test]
+    fn a_span_names_the_server_its_target_names() {
+        assert_eq!(server_of("http://user:50052"), Some(("user".into(), Some(50052))));
+        assert_eq!(
+            server_of("dns:///user-headless.meshwork.svc.cluster.local:50052"),
+            Some(("user-headless.meshwork.svc.cluster.local".into(), Some(50052)))
+        );
+        assert_eq!(server_of("http://[::1]:7"), Some(("::1".into(), Some(7))));
+        assert_eq!(server_of("http://user-0:50052,http://user-1:50052"), None);
     }
 }

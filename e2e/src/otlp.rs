@@ -60,6 +60,15 @@ impl ReceivedSpan {
             .find(|kv| kv.key == key)
             .and_then(text)
     }
+
+    /// An attribute that is an integer, if present as one.
+    pub fn int_attribute(&self, key: &str) -> Option<i64> {
+        let kv = self.span.attributes.iter().find(|kv| kv.key == key)?;
+        match kv.value.as_ref()?.value.as_ref()? {
+            Value::IntValue(i) => Some(*i),
+            _ => None,
+        }
+    }
 }
 
 fn text(kv: &KeyValue) -> Option<String> {

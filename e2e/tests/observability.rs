@@ -91,6 +91,15 @@ async fn one_create_order_is_one_trace_across_both_services() {
     );
     assert_eq!(client.parent_span_id(), order_server.span_id());
     assert_eq!(user_server.parent_span_id(), client.span_id());
+    // The service called, as USER_SERVICE_URL names it; the port an integer.
+    let called = user.grpc_addr;
+    assert_eq!(client.attribute("server.address"), Some(called.ip().to_string()));
+    assert_eq!(
+        client.int_attribute("server.port"),
+        Some(i64::from(called.port())),
+        "server.port {:?}",
+        client.attribute("server.port")
+    );
 
     for (span, service, method) in [
         (order_server, "order.v1.OrderService", "CreateOrder"),
@@ -106,9 +115,12 @@ async fn one_create_order_is_one_trace_across_both_services() {
             peer.parse::<std::net::IpAddr>().is_ok(),
             "network.peer.address {peer:?}"
         );
+        // An integer, as the conventions say (not the port's text).
         assert!(
+            span.int_attribute("network.peer.port")
+                .is_some_and(|port| u16::try_from(port).is_ok()),
+            "network.peer.port {:?}",
             span.attribute("network.peer.port")
-                .is_some_and(|port| port.parse::<u16>().is_ok())
         );
         assert!(!span.is_error());
     }

@@ -46,9 +46,14 @@ impl Deadline {
         Instant::now() >= self.0
     }
 
-    /// What is left, as a `grpc-timeout` header value for the next hop.
+    /// What is left, as a `grpc-timeout` header value for the next hop. Marked never to be
+    /// indexed by HPACK: it differs on every call, so each one would be added to the
+    /// connection's header table only to push out entries that do repeat (and h2 compares it
+    /// with every earlier value still there first).
     pub fn grpc_timeout(&self) -> HeaderValue {
-        encode_grpc_timeout(self.remaining())
+        let mut value = encode_grpc_timeout(self.remaining());
+        value.set_sensitive(true);
+        value
     }
 }
 

@@ -26,29 +26,46 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 pub const CALL_SPANS: &str = "meshwork::call";
 
 tokio::task_local! {
-    /// The ids of the call whose future is running, when its span does not hold them (no
-    /// exporter). A task-local rather than a span's extension: setting it on each poll is a
-    /// swap, where entering a span is a registry look-up and a push on its stack.
-    static CALL_IDS: Option<SpanContext>;
+    /// The trace context of the call whose future is running, when its span does not hold
+    /// it (no exporter). A task-local rather than a span's extension: setting it on each
+    /// poll is a swap, where entering a span is a registry look-up and a push on its stack.
+    static CALL_IDS: Option<OwnContext>;
 }
 
-/// A call's place in its trace: its span, and its own ids when no OpenTelemetry layer
-/// gives the span any.
+/// A call's place in its trace: its span, and its own context when no OpenTelemetry layer
+/// gives the span one.
 #[derive(Debug, Clone)]
 pub struct CallTrace {
     span: Span,
-    ids: Option<SpanContext>,
+    own: Option<OwnContext>,
+}
+
+/// A call's trace context without a span to hold it: the ids [`continue_trace`] gave it,
+/// and its caller's context, whose `baggage` the calls it makes carry on (the context is
+/// made from the two only when one is made: most calls make none).
+#[derive(Debug, Clone)]
+pub struct OwnContext {
+    ids: SpanContext,
+    caller: Context,
+}
+
+impl OwnContext {
+    fn context(&self) -> Context {
+        self.caller.with_remote_span_context(self.ids.clone())
+    }
 }
 
 /// The future of a call run by [`CallTrace::run`].
-pub type InCall<F> = TaskLocalFuture<Option<SpanContext>, Instrumented<F>>;
+pub type InCall<F> = TaskLocalFuture<Option<OwnContext>, Instrumented<F>>;
+
+/// The W3C header that carries a call's trace and span ids.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The caller's trace context, from an incoming call's metadata (W3C `traceparent`,
 /// `tracestate` and `baggage`, by the process's propagator).
 pub fn incoming(headers: &HeaderMap) -> Context {
     // Most calls inside a mesh without tracing carry none: then the propagator (which looks
     // every field up by a name it parses first) is not asked at all.
-    const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
     const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
     if !headers.contains_key(TRACEPARENT) && !headers.contains_key(BAGGAGE) {
         return Context::new();
@@ -61,9 +78,12 @@ pub fn incoming(headers: &HeaderMap) -> Context {
 /// The OpenTelemetry layer, when installed, makes the span its child; otherwise the call
 /// gets ids of its own here.
 pub fn continue_trace(span: Span, parent: Context) -> CallTrace {
-    let parent_ids = parent.span().span_context().clone();
-    let ids = span.set_parent(parent).is_err().then(|| child_of(&parent_ids));
-    CallTrace { span, ids }
+    let caller = parent.clone();
+    let own = span.set_parent(parent).is_err().then(|| OwnContext {
+        ids: child_of(caller.span().span_context()),
+        caller,
+    });
+    CallTrace { span, own }
 }
 
 impl CallTrace {
@@ -74,16 +94,16 @@ impl CallTrace {
 
     /// The call's trace context, to inject into outgoing metadata.
     pub fn context(&self) -> Context {
-        match &self.ids {
-            Some(ids) => Context::new().with_remote_span_context(ids.clone()),
+        match &self.own {
+            Some(own) => own.context(),
             None => self.span.context(),
         }
     }
 
     /// The call's ids, when it has valid ones.
     pub fn ids(&self) -> Option<SpanContext> {
-        let ids = match &self.ids {
-            Some(ids) => ids.clone(),
+        let ids = match &self.own {
+            Some(own) => own.ids.clone(),
             None => self.span.context().span().span_context().clone(),
         };
         ids.is_valid().then_some(ids)
@@ -91,34 +111,34 @@ impl CallTrace {
 
     /// Runs `future` as the call's work: in its span, and with its ids as [`current_ids`].
     pub fn run<F: Future>(self, future: F) -> InCall<F> {
-        CALL_IDS.scope(self.ids, future.instrument(self.span))
+        CALL_IDS.scope(self.own, future.instrument(self.span))
     }
 
     /// Runs `f` as [`CallTrace::run`] runs a future.
     pub fn in_scope<T>(&self, f: impl FnOnce() -> T) -> T {
-        CALL_IDS.sync_scope(self.ids.clone(), || self.span.in_scope(f))
+        CALL_IDS.sync_scope(self.own.clone(), || self.span.in_scope(f))
     }
 }
 
 /// The trace context of the call running now (or of the current span), to carry on into a
 /// call or event made for it.
 pub fn current() -> Context {
-    match running_call() {
-        Some(ids) => Context::new().with_remote_span_context(ids),
-        None => Span::current().context(),
+    let own = CALL_IDS.try_with(|own| own.as_ref().map(OwnContext::context));
+    match own {
+        Ok(Some(context)) => context,
+        _ => Span::current().context(),
     }
 }
 
 /// The ids of the call running now (or of the current span), when there are valid ones:
 /// what a log line prints.
 pub fn current_ids() -> Option<SpanContext> {
-    let ids = running_call().unwrap_or_else(|| Span::current().context().span().span_context().clone());
+    let own = CALL_IDS.try_with(|own| own.as_ref().map(|own| own.ids.clone()));
+    let ids = match own {
+        Ok(Some(ids)) => ids,
+        _ => Span::current().context().span().span_context().clone(),
+    };
     ids.is_valid().then_some(ids)
-}
-
-/// The ids [`continue_trace`] gave the call running now, if it gave any.
-fn running_call() -> Option<SpanContext> {
-    CALL_IDS.try_with(Option::clone).ok().flatten()
 }
 
 /// New ids in the trace of `parent`, or in a new trace when there is no valid parent (a new
@@ -183,6 +203,25 @@ mod tests {
             let carried = outgoing.context();
             assert_eq!(carried.span().span_context().trace_id(), TraceId::from(7u128));
             assert_ne!(carried.span().span_context().span_id(), ids.span_id());
+        });
+    }
+
+    #[test]
+    fn without_an_exporter_the_callers_baggage_is_carried_on() {
+        use opentelemetry::{KeyValue, baggage::BaggageExt};
+        tracing::subscriber::with_default(without_exporter(), || {
+            let caller = remote(7, 9).with_baggage([KeyValue::new("tenant", "acme")]);
+            let call = server_call(caller);
+            let outgoing = call.in_scope(current);
+            assert_eq!(
+                outgoing.baggage().get("tenant").map(|v| v.as_str()),
+                Some("acme".into())
+            );
+            assert_eq!(
+                outgoing.span().span_context(),
+                &call.ids().expect("the call has ids")
+            );
+            assert_eq!(call.context().baggage().len(), 1);
         });
     }
 

@@ -82,7 +82,9 @@ fn server_span(method: RpcMethod, connection: Option<&ServedConnection>) -> Span
         rpc.grpc.status_code = Empty,
         // Formatted once per connection, not per call.
         network.peer.address = connection.and_then(|c| c.peer_ip.as_deref()),
-        network.peer.port = connection.and_then(|c| c.addresses.remote_addr()).map(|a| a.port()),
+        // An integer attribute, as the conventions say: tracing-opentelemetry records a
+        // `u64` through `Debug`, as a string (and a format per span).
+        network.peer.port = connection.and_then(|c| c.addresses.remote_addr()).map(|a| i64::from(a.port())),
     )
 }
 

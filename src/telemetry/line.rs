@@ -1,7 +1,7 @@
 //! The log line formats: [`WithTraceIds`] puts a call's ids first in any format,
 //! [`TextLine`] is the text format, and [`CachedTime`] writes both formats' timestamps. The
 //! access log writes its lines with the same pieces ([`CallIds`], [`level_pieces`],
-//! [`write_field`], [`json_string`]), so that they read as every other line does.
+//! [`CachedTime`]), so that they read as every other line does.
 
 use std::{cell::Cell, fmt, time::UNIX_EPOCH};
 
@@ -185,17 +185,6 @@ pub(super) fn write_field(out: &mut impl fmt::Write, name: &str, value: &str) ->
     [" ", name, "=", value]
         .iter()
         .try_for_each(|piece| out.write_str(piece))
-}
-
-/// `value` as a JSON string, quoted and escaped (serde_json's escaping, as the JSON format's).
-pub(super) fn json_string(out: &mut String, value: &str) {
-    if prints_bare(value) {
-        for piece in ["\"", value, "\""] {
-            out.push_str(piece);
-        }
-        return;
-    }
-    out.push_str(&serde_json::Value::from(value).to_string());
 }
 
 /// Writes an event's fields: the message as it is, the others as ` name=value`.
@@ -552,15 +541,6 @@ mod tests {
             format!("\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",")
         );
         assert_eq!(hex(&[0, 1, 0xfe], &mut [0; 6]), "0001fe");
-    }
-
-    #[test]
-    fn json_strings_are_escaped_as_serde_json_escapes_them() {
-        for value in ["127.0.0.1:5", "a b", "say \"hi\"\n", "back\\slash", "", "é"] {
-            let mut out = String::new();
-            json_string(&mut out, value);
-            assert_eq!(out, serde_json::to_string(value).unwrap());
-        }
     }
 
     #[test]
