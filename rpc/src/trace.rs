@@ -13,6 +13,7 @@
 use http::{HeaderMap, HeaderName};
 use opentelemetry::{
     Context,
+    baggage::BaggageExt,
     trace::{SpanContext, TraceContextExt, TraceFlags},
 };
 use opentelemetry_http::HeaderExtractor;
@@ -41,17 +42,27 @@ pub struct CallTrace {
 }
 
 /// A call's trace context without a span to hold it: the ids [`continue_trace`] gave it,
-/// and its caller's context, whose `baggage` the calls it makes carry on (the context is
-/// made from the two only when one is made: most calls make none).
+/// and, when its caller sent `baggage`, the caller's context, whose baggage the calls it
+/// makes carry on. (Boxed and only then: this travels with every call's future, and most
+/// calls have no baggage and make no calls.)
 #[derive(Debug, Clone)]
 pub struct OwnContext {
     ids: SpanContext,
-    caller: Context,
+    with_baggage: Option<Box<Context>>,
 }
 
 impl OwnContext {
+    fn new(caller: Context) -> Self {
+        let ids = child_of(caller.span().span_context());
+        let with_baggage = (!caller.baggage().is_empty()).then(|| Box::new(caller));
+        Self { ids, with_baggage }
+    }
+
     fn context(&self) -> Context {
-        self.caller.with_remote_span_context(self.ids.clone())
+        match &self.with_baggage {
+            Some(caller) => caller.with_remote_span_context(self.ids.clone()),
+            None => Context::new().with_remote_span_context(self.ids.clone()),
+        }
     }
 }
 
@@ -79,10 +90,7 @@ pub fn incoming(headers: &HeaderMap) -> Context {
 /// gets ids of its own here.
 pub fn continue_trace(span: Span, parent: Context) -> CallTrace {
     let caller = parent.clone();
-    let own = span.set_parent(parent).is_err().then(|| OwnContext {
-        ids: child_of(caller.span().span_context()),
-        caller,
-    });
+    let own = span.set_parent(parent).is_err().then(|| OwnContext::new(caller));
     CallTrace { span, own }
 }
 
@@ -208,14 +216,14 @@ mod tests {
 
     #[test]
     fn without_an_exporter_the_callers_baggage_is_carried_on() {
-        use opentelemetry::{KeyValue, baggage::BaggageExt};
+        use opentelemetry::KeyValue;
         tracing::subscriber::with_default(without_exporter(), || {
             let caller = remote(7, 9).with_baggage([KeyValue::new("tenant", "acme")]);
             let call = server_call(caller);
             let outgoing = call.in_scope(current);
             assert_eq!(
-                outgoing.baggage().get("tenant").map(|v| v.as_str()),
-                Some("acme".into())
+                outgoing.baggage().get("tenant").map(ToString::to_string),
+                Some("acme".to_string())
             );
             assert_eq!(
                 outgoing.span().span_context(),
