@@ -30,7 +30,7 @@ pub struct ClientObserver {
 #[derive(Debug)]
 struct ServerName {
     address: Box<str>,
-    port: Option<u16>,
+    port: u16,
 }
 
 impl ClientObserver {
@@ -40,7 +40,7 @@ impl ClientObserver {
         let server = match target {
             Target::Dns { host, port } => Some(ServerName {
                 address: host.as_str().into(),
-                port: Some(*port),
+                port: *port,
             }),
             Target::Static(uris) => match uris.as_slice() {
                 [uri] => uri.authority().map(|authority| ServerName {
@@ -50,7 +50,11 @@ impl ClientObserver {
                         .trim_start_matches('[')
                         .trim_end_matches(']')
                         .into(),
-                    port: authority.port_u16(),
+                    // The scheme's port when the URL names none, as the connection uses.
+                    port: authority.port_u16().unwrap_or(match uri.scheme_str() {
+                        Some("https") => 443,
+                        _ => 80,
+                    }),
                 }),
                 _ => None,
             },
@@ -79,7 +83,7 @@ impl Observer for ClientObserver {
             server.address = server.map(|server| &*server.address),
             // An integer attribute, as the conventions say: tracing-opentelemetry records a
             // `u64` through `Debug`, as a string (and a format per span).
-            server.port = server.and_then(|server| server.port).map(i64::from),
+            server.port = server.map(|server| i64::from(server.port)),
         );
         // A child of the call this one is made for (when made inside one).
         let trace = trace::continue_trace(span, trace::current());
@@ -121,7 +125,7 @@ impl CallEnd for MadeCall {
 mod tests {
     use super::*;
 
-    fn server_of(target: &str) -> Option<(String, Option<u16>)> {
+    fn server_of(target: &str) -> Option<(String, u16)> {
         let observer = ClientObserver::for_target(&target.parse().expect("a valid target"));
         observer
             .server
@@ -130,12 +134,14 @@ mod tests {
 
     #[test]
     fn a_span_names_the_server_its_target_names() {
-        assert_eq!(server_of("http://user:50052"), Some(("user".into(), Some(50052))));
+        assert_eq!(server_of("http://user:50052"), Some(("user".into(), 50052)));
         assert_eq!(
             server_of("dns:///user-headless.meshwork.svc.cluster.local:50052"),
-            Some(("user-headless.meshwork.svc.cluster.local".into(), Some(50052)))
+            Some(("user-headless.meshwork.svc.cluster.local".into(), 50052))
         );
-        assert_eq!(server_of("http://[::1]:7"), Some(("::1".into(), Some(7))));
+        assert_eq!(server_of("http://[::1]:7"), Some(("::1".into(), 7)));
+        assert_eq!(server_of("https://user"), Some(("user".into(), 443)));
+        assert_eq!(server_of("http://user"), Some(("user".into(), 80)));
         assert_eq!(server_of("http://user-0:50052,http://user-1:50052"), None);
     }
 }
