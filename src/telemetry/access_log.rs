@@ -167,7 +167,7 @@ fn text_field(line: &mut String, name: &str, value: &str) {
     }
 }
 
-/// `"value"`, as `line::json_string` writes a value that needs no escaping (see
+/// `"value"`: a JSON string of a value that needs no escaping (every access-line value; see
 /// [`text_field`]).
 fn json_string(line: &mut String, value: &str) {
     debug_assert!(prints_bare(value), "{value:?} would need escaping");
