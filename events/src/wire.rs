@@ -126,13 +126,25 @@ pub(crate) fn trace_of(headers: Option<&HeaderMap>) -> Context {
     opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&ReadHeaders(headers)))
 }
 
-/// `traceparent` (and `tracestate`) of `context`, as text to keep in the outbox.
+/// `traceparent` of `context`, as text to keep in the outbox. (Into a one-field injector, not
+/// a `HashMap` that allocates a key per field only to keep one: written once per order.)
 pub(crate) fn traceparent(context: &Context) -> Option<String> {
-    let mut fields = std::collections::HashMap::new();
+    let mut field = Traceparent(None);
     opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.inject_context(context, &mut fields)
+        propagator.inject_context(context, &mut field)
     });
-    fields.remove("traceparent")
+    field.0
+}
+
+/// Keeps the `traceparent` a propagator writes, and nothing else.
+struct Traceparent(Option<String>);
+
+impl Injector for Traceparent {
+    fn set(&mut self, key: &str, value: String) {
+        if key == "traceparent" {
+            self.0 = Some(value);
+        }
+    }
 }
 
 /// A context from a stored `traceparent`.
@@ -177,6 +189,26 @@ mod tests {
         }
         let secret: EventsUrl = "nats://me:pw@nats:4222".parse().unwrap();
         assert_eq!(secret.to_string(), "nats://nats:4222");
+    }
+
+    #[test]
+    fn an_outbox_row_keeps_the_traceparent_its_event_carries_on() {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        let call = Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from(7u128),
+            SpanId::from(9u64),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        ));
+        let stored = traceparent(&call).expect("a call in a trace has a traceparent");
+        assert_eq!(stored, "00-00000000000000000000000000000007-0000000000000009-01");
+        let relayed = context_from(Some(&stored));
+        assert_eq!(relayed.span().span_context().trace_id(), TraceId::from(7u128));
+        assert_eq!(traceparent(&Context::new()), None, "no trace, nothing stored");
     }
 
     #[test]

