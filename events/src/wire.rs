@@ -193,11 +193,20 @@ mod tests {
 
     #[test]
     fn an_outbox_row_keeps_the_traceparent_its_event_carries_on() {
-        use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-        opentelemetry::global::set_text_map_propagator(
-            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-        );
-        let call = Context::new().with_remote_span_context(SpanContext::new(
+        use opentelemetry::{
+            KeyValue,
+            baggage::BaggageExt,
+            propagation::TextMapCompositePropagator,
+            trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState},
+        };
+        use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+        // As the services set it (src/telemetry): W3C trace context and baggage.
+        opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ]));
+        let call = Context::new().with_baggage([KeyValue::new("tenant", "acme")]);
+        let call = call.with_remote_span_context(SpanContext::new(
             TraceId::from(7u128),
             SpanId::from(9u64),
             TraceFlags::SAMPLED,
