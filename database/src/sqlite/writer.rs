@@ -26,15 +26,16 @@
 //!
 //! Checkpoints (the WAL copied back into the file, with its `fsync`s) run every
 //! [`CHECKPOINT_EVERY`] writes on a thread of their own, not inside a call's commit, in two
-//! passes. The first copies while the writers go on. The second takes its turn on the
-//! writers' lock: a checkpoint that only ever races the writer never finds the WAL fully
-//! copied, so SQLite never starts it again from the beginning and it grows without end (2 GB
-//! in a minute of `CreateOrder`s). Between two writes, the rest is copied and the next write
-//! starts the WAL again.
+//! passes. The first copies, and syncs the file, while the writers go on. The second takes
+//! its turn on the writers' lock: a checkpoint that only ever races the writer never finds
+//! the WAL fully copied, so SQLite never starts it again from the beginning and it grows
+//! without end (2 GB in a minute of `CreateOrder`s). Between two writes, the rest is copied
+//! and the next write starts the WAL again.
 
 use std::{
     path::Path,
     sync::{Arc, OnceLock, Weak, mpsc},
+    thread::JoinHandle,
     time::Duration,
 };
 
@@ -65,7 +66,9 @@ struct Writing {
     checkpoint_after: u64,
     /// Asks the checkpoint thread for a checkpoint; it ends when this is dropped.
     checkpoint: mpsc::SyncSender<()>,
-    /// Checkpoints done, each counted at the end of its pass in the writers' turn.
+    /// The checkpoint thread, waited for when this is dropped.
+    checkpointer: Option<JoinHandle<()>>,
+    /// Checkpoints run to their end (both passes), whatever they could copy.
     checkpoints: u64,
 }
 
@@ -100,15 +103,20 @@ impl SqliteWriter {
             writes: 0,
             checkpoint_after: CHECKPOINT_EVERY,
             checkpoint,
+            checkpointer: None,
             checkpoints: 0,
         }));
         // Weak: the thread must not keep the writer (and so its own channel) alive.
         let turns = Arc::downgrade(&writing);
         let copier = connect(path).map_err(SqliteError::from_driver)?;
-        std::thread::Builder::new()
+        let checkpointer = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || checkpoint_when_asked(&copier, &turns, &asked))
             .map_err(sqlx::Error::Io)?;
+        writing
+            .try_lock()
+            .expect("nobody else has the writer yet")
+            .checkpointer = Some(checkpointer);
         Ok(Self {
             writing,
             acquire_timeout,
@@ -321,8 +329,10 @@ fn is_busy(error: &rusqlite::Error) -> bool {
     error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
 }
 
+/// A connection to write with (the writer's) or to checkpoint with (the checkpoint thread's).
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
-    // NO_MUTEX: the connection is used by one thread at a time (under the writers' lock).
+    // NO_MUTEX: the connection is used by one thread at a time: the writer's under the
+    // writers' lock, the checkpoint thread's by that thread only.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let connection = Connection::open_with_flags(path, flags)?;
     // The file is in WAL mode already (sqlx set it when it opened the file). `NORMAL`:
@@ -341,19 +351,47 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
     Ok(connection)
 }
 
+impl Drop for Writing {
+    /// Ends the checkpoint thread and waits for it (at most the checkpoint it is in), so its
+    /// connection closes before the writer's: the last connection to close copies the rest
+    /// of the WAL into the file and removes it, and this one's close is waited for.
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::sync_channel(1);
+        drop(std::mem::replace(&mut self.checkpoint, closed));
+        let Some(checkpointer) = self.checkpointer.take() else {
+            return;
+        };
+        // Unless the thread is the one dropping this (its turn held the last reference):
+        // then it ends right after.
+        if checkpointer.thread().id() != std::thread::current().id() {
+            let _ = checkpointer.join();
+        }
+    }
+}
+
 /// The checkpoint thread: each time one is asked for, a checkpoint in two passes, until
 /// the writer is dropped. Both are passive: they copy what no reader still needs and wait
 /// for no reader; what one still needs is copied next time.
 ///
-/// The first pass, on the thread's own connection (`copier`), copies the WAL while the
-/// writers go on, its two `fsync`s included. The second, in a writer's turn on the writer's
-/// connection, copies the few pages written meanwhile, so the WAL is all copied and the next
-/// write starts it again. With the whole checkpoint in the writers' turn, they waited out
-/// both `fsync`s (6 and 10 ms here) every few hundred writes, and under CreateOrder core 0
-/// sat idle 17% of the time a checkpoint ran (`perf record -C 0`, 20 ms buckets).
+/// The first pass, on the thread's own connection (`copier`), copies the WAL and syncs the
+/// file while the writers go on. The second, in a writer's turn on the writer's connection,
+/// copies the pages written meanwhile, so the WAL is all copied and the next write starts it
+/// again; its two `fsync`s (the WAL's, the file's) find little left to write. With the whole
+/// checkpoint in the writers' turn, they waited out both `fsync`s (6 and 10 ms here) every
+/// few hundred writes, and under CreateOrder core 0 sat idle 17% of the time a checkpoint
+/// ran (`perf record -C 0`, 20 ms buckets).
 fn checkpoint_when_asked(copier: &Connection, turns: &Weak<Mutex<Writing>>, asked: &mpsc::Receiver<()>) {
     while asked.recv().is_ok() {
-        checkpoint(copier, "copying while the writers go on");
+        // SQLite syncs the file only when a checkpoint finds, once it has copied, that the
+        // WAL holds nothing more, which under load the first pass never does (the writers
+        // add to it meanwhile): then the second pass's sync, in the writers' turn, would
+        // write out all the first copied. (The pragma's counts are of the WAL as it was when
+        // the copy began, so they cannot tell; a sync with nothing to write costs little.)
+        if checkpoint(copier, "copying while the writers go on")
+            && let Err(error) = sync_database_file(copier)
+        {
+            tracing::warn!(%error, "syncing the SQLite file after a checkpoint's copy failed");
+        }
         let Some(writing) = turns.upgrade() else {
             return;
         };
@@ -366,11 +404,59 @@ fn checkpoint_when_asked(copier: &Connection, turns: &Weak<Mutex<Writing>>, aske
     }
 }
 
-fn checkpoint(connection: &Connection, pass: &str) {
-    let checkpoint = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", (), |_| Ok(()));
-    if let Err(error) = checkpoint {
-        tracing::warn!(%error, pass, "SQLite checkpoint failed; the next one catches up");
+/// A passive checkpoint on `connection`; false if it could not run (warned).
+fn checkpoint(connection: &Connection, pass: &str) -> bool {
+    // The first column is 1 when another connection, in another process, is checkpointing.
+    let busy = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", (), |row| row.get::<_, bool>(0));
+    match busy {
+        Ok(false) => true,
+        Ok(true) => {
+            tracing::warn!(
+                pass,
+                "SQLite checkpoint skipped: another process is checkpointing the file"
+            );
+            false
+        }
+        Err(error) => {
+            tracing::warn!(%error, pass, "SQLite checkpoint failed; the next one catches up");
+            false
+        }
     }
+}
+
+/// `fsync`s the database file through SQLite's own handle on `connection` (its VFS's
+/// `xSync`, as a checkpoint does). Not through a file of our own: closing any descriptor of
+/// the file would drop the POSIX locks SQLite holds on it in this process ("How To Corrupt
+/// An SQLite Database File", 2.2). rusqlite has no safe call for this.
+fn sync_database_file(connection: &Connection) -> rusqlite::Result<()> {
+    let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+    // SAFETY: `handle()` is this open connection's, used by this thread only (the copier
+    // belongs to the checkpoint thread); FILE_POINTER writes the main database's
+    // `sqlite3_file` (owned by the connection, alive while it is open) to `file`.
+    let code = unsafe {
+        ffi::sqlite3_file_control(
+            connection.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_FILE_POINTER,
+            (&raw mut file).cast(),
+        )
+    };
+    if code != ffi::SQLITE_OK || file.is_null() {
+        return Err(rusqlite::Error::SqliteFailure(ffi::Error::new(code), None));
+    }
+    // SAFETY: `file` is the open database file SQLite just returned, with its VFS's methods;
+    // nothing else uses this connection (and so this file object) meanwhile. `xSync` takes
+    // the file and the sync flags, as SQLite's own `sqlite3OsSync` calls it.
+    let code = unsafe {
+        match (*file).pMethods.as_ref().and_then(|methods| methods.xSync) {
+            Some(sync) => sync(file, ffi::SQLITE_SYNC_NORMAL),
+            None => ffi::SQLITE_MISUSE,
+        }
+    };
+    if code != ffi::SQLITE_OK {
+        return Err(rusqlite::Error::SqliteFailure(ffi::Error::new(code), None));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -528,6 +614,52 @@ mod tests {
         assert!(matches!(writer.begin().await, Err(sqlx::Error::PoolTimedOut)));
         drop(first);
         writer.begin().await.unwrap();
+    }
+
+    /// The file syncs through SQLite's own handle on it (what the first pass does when the
+    /// writers added to the WAL while it copied).
+    #[test]
+    fn the_database_file_syncs_through_sqlites_own_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let copier = connect(&database(&dir)).unwrap();
+        sync_database_file(&copier).unwrap();
+    }
+
+    /// A checkpoint copies the WAL while a writer holds the writers' turn (they do not wait
+    /// for its copy and `fsync`s), and ends once the turn is free.
+    #[tokio::test]
+    async fn a_checkpoint_copies_the_wal_while_a_writer_holds_the_turn() {
+        let (_dir, path, writer) = writer();
+        let size = |path: &Path| std::fs::metadata(path).map_or(0, |file| file.len());
+        let before = size(&path);
+        let rows = 200;
+        for n in 0..rows {
+            // A page's worth a row: the file grows by a page a row once checkpointed.
+            let tx = writer.begin().await.unwrap();
+            tx.connection()
+                .execute("INSERT INTO things VALUES (?1, zeroblob(4000))", (n,))
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+        // A writer holds the turn, and a checkpoint is asked for meanwhile.
+        let held = writer.begin().await.unwrap();
+        let writing = held.writing.as_ref().unwrap();
+        assert_eq!(writing.checkpoints, 0);
+        writing.checkpoint.try_send(()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while size(&path) < before + rows as u64 * 4000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nothing copied while the turn was held"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(held);
+        while writer.writing.lock().await.checkpoints < 1 {
+            assert!(std::time::Instant::now() < deadline, "the checkpoint did not end");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(count(&path), rows);
     }
 
     /// Every [`CHECKPOINT_EVERY`] writes the WAL is copied into the file, by the
