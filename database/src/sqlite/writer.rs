@@ -410,7 +410,7 @@ fn checkpoint_when_asked(copier: &Connection, turns: &Weak<Mutex<Writing>>, aske
     }
 }
 
-/// A passive checkpoint on `connection`; false if it could not run (warned).
+/// A passive checkpoint on `connection`; false if it could not run (logged).
 fn checkpoint(connection: &Connection, pass: &str) -> bool {
     // The first column is 1 when the checkpoint could not start: another process is
     // checkpointing the file, or a commit was changing the WAL's index as it read it.
