@@ -7,6 +7,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, ValueEnum};
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 
 /// Settings every server has. Flattened into each service's own settings struct.
 #[derive(Args, Debug, Clone)]
@@ -71,6 +72,15 @@ pub struct ServerConfig {
     /// OTLP/gRPC collector, `http://host:port`; unset means no span export.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = parse_http_url)]
     pub otel_exporter_otlp_endpoint: Option<String>,
+
+    /// Metadata sent with every span export, `key=value,key=value` with values
+    /// percent-encoded (a hosted collector's API key).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS", default_value = "", value_parser = parse_otlp_headers)]
+    pub otel_exporter_otlp_headers: OtlpHeaders,
+
+    /// How long one span export may take, its retries included, in milliseconds.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TIMEOUT", default_value = "10000", value_parser = parse_millis)]
+    pub otel_exporter_otlp_timeout: Duration,
 
     /// `service.name` of the exported telemetry; defaults to the binary name.
     #[arg(long, env = "OTEL_SERVICE_NAME")]
@@ -158,6 +168,10 @@ pub enum SamplerName {
 /// `OTEL_RESOURCE_ATTRIBUTES`, parsed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResourceAttributes(pub Vec<(String, String)>);
+
+/// `OTEL_EXPORTER_OTLP_HEADERS`, parsed: gRPC metadata for the exporter's requests.
+#[derive(Debug, Clone, Default)]
+pub struct OtlpHeaders(pub MetadataMap);
 
 /// How log lines are written.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +270,33 @@ fn parse_resource_attributes(text: &str) -> Result<ResourceAttributes, String> {
     Ok(ResourceAttributes(pairs))
 }
 
+/// The W3C baggage form the OpenTelemetry specification gives `OTEL_EXPORTER_OTLP_HEADERS`:
+/// `key=value` pairs, values percent-encoded. A key or value gRPC cannot carry stops the
+/// process at start, rather than being left out of every export.
+fn parse_otlp_headers(text: &str) -> Result<OtlpHeaders, String> {
+    let mut metadata = MetadataMap::new();
+    for (key, value) in parse_resource_attributes(text)?.0 {
+        let name = MetadataKey::from_bytes(key.to_ascii_lowercase().as_bytes())
+            .map_err(|_| format!("{key:?} is not a gRPC metadata key"))?;
+        let decoded = percent_encoding::percent_decode_str(&value)
+            .decode_utf8()
+            .map_err(|_| format!("the value of {key:?} is not UTF-8 once percent-decoded"))?;
+        let value = MetadataValue::try_from(decoded.as_ref())
+            .map_err(|_| format!("the value of {key:?} is not a gRPC metadata value"))?;
+        metadata.append(name, value);
+    }
+    Ok(OtlpHeaders(metadata))
+}
+
+/// A whole number of milliseconds, more than zero (the OpenTelemetry specification's unit
+/// for its timeouts).
+fn parse_millis(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(millis) if millis > 0 => Ok(Duration::from_millis(millis)),
+        _ => Err("expected a whole number of milliseconds, more than 0".into()),
+    }
+}
+
 /// A PEM file with at least one certificate (a chain, a CA bundle), read and parsed.
 pub fn certificates_file(text: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(text);
@@ -310,5 +351,18 @@ mod tests {
         let attributes = parse_resource_attributes("deployment.environment=dev, team=platform").unwrap();
         assert_eq!(attributes.0[1], ("team".to_string(), "platform".to_string()));
         assert!(parse_resource_attributes("novalue").is_err());
+    }
+
+    #[test]
+    fn otlp_headers_and_timeout_are_checked() {
+        let headers = parse_otlp_headers("api-key=s3cr%3Dt, X-Team=platform").unwrap().0;
+        assert_eq!(headers.get("api-key").unwrap(), "s3cr=t");
+        assert_eq!(headers.get("x-team").unwrap(), "platform");
+        assert!(parse_otlp_headers("bad key=1").is_err());
+        assert!(parse_otlp_headers("key=line%0Abreak").is_err());
+        assert!(parse_otlp_headers("").unwrap().0.is_empty());
+        assert_eq!(parse_millis("2500"), Ok(Duration::from_millis(2500)));
+        assert!(parse_millis("0").is_err());
+        assert!(parse_millis("10s").is_err());
     }
 }

@@ -22,7 +22,6 @@
 use std::{io::IsTerminal, time::Duration};
 
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
-use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{
     Resource,
     propagation::{BaggagePropagator, TraceContextPropagator},
@@ -45,6 +44,7 @@ mod access_log;
 mod captured;
 mod line;
 mod log_writer;
+mod otlp;
 
 pub use access_log::{AccessLine, AccessLog};
 use line::{CachedTime, LineFormat, TextLine, WithTraceIds};
@@ -224,10 +224,11 @@ fn tracer_provider(config: &ServerConfig) -> SdkTracerProvider {
     let Some(endpoint) = &config.otel_exporter_otlp_endpoint else {
         return builder.build();
     };
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint.clone())
-        .build();
+    let exporter = otlp::OtlpSpanExporter::new(
+        endpoint,
+        config.otel_exporter_otlp_headers.0.clone(),
+        config.otel_exporter_otlp_timeout,
+    );
     match exporter {
         Ok(exporter) => builder.with_batch_exporter(exporter).build(),
         Err(error) => {
