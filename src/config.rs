@@ -70,17 +70,25 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
 
     /// OTLP/gRPC collector, `http://host:port`; unset means no span export.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = parse_http_url)]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = parse_otlp_endpoint)]
     pub otel_exporter_otlp_endpoint: Option<String>,
 
     /// Metadata sent with every span export, `key=value,key=value` with values
-    /// percent-encoded (a hosted collector's API key).
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS", default_value = "", value_parser = parse_otlp_headers)]
+    /// percent-encoded. Never printed: it may hold a collector's API key.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS", hide_env_values = true, default_value = "", value_parser = OtlpHeadersParser("OTEL_EXPORTER_OTLP_HEADERS"))]
     pub otel_exporter_otlp_headers: OtlpHeaders,
 
-    /// How long one span export may take, its retries included, in milliseconds.
+    /// The same for traces: wins over `OTEL_EXPORTER_OTLP_HEADERS` when set.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_HEADERS", hide_env_values = true, value_parser = OtlpHeadersParser("OTEL_EXPORTER_OTLP_TRACES_HEADERS"))]
+    pub otel_exporter_otlp_traces_headers: Option<OtlpHeaders>,
+
+    /// How long one span export may take, connecting and retries included, in milliseconds.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_TIMEOUT", default_value = "10000", value_parser = parse_millis)]
     pub otel_exporter_otlp_timeout: Duration,
+
+    /// The same for traces: wins over `OTEL_EXPORTER_OTLP_TIMEOUT` when set.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", value_parser = parse_millis)]
+    pub otel_exporter_otlp_traces_timeout: Option<Duration>,
 
     /// `service.name` of the exported telemetry; defaults to the binary name.
     #[arg(long, env = "OTEL_SERVICE_NAME")]
@@ -169,9 +177,30 @@ pub enum SamplerName {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResourceAttributes(pub Vec<(String, String)>);
 
+impl ServerConfig {
+    /// The span exporter's metadata: the `_TRACES_` setting if there is one.
+    pub fn otlp_traces_headers(&self) -> &MetadataMap {
+        let headers = self.otel_exporter_otlp_traces_headers.as_ref();
+        &headers.unwrap_or(&self.otel_exporter_otlp_headers).0
+    }
+
+    /// The span exporter's timeout: the `_TRACES_` setting if there is one.
+    pub fn otlp_traces_timeout(&self) -> Duration {
+        self.otel_exporter_otlp_traces_timeout
+            .unwrap_or(self.otel_exporter_otlp_timeout)
+    }
+}
+
 /// `OTEL_EXPORTER_OTLP_HEADERS`, parsed: gRPC metadata for the exporter's requests.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct OtlpHeaders(pub MetadataMap);
+
+impl std::fmt::Debug for OtlpHeaders {
+    /// Names only: a value may be a collector's API key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
 
 /// How log lines are written.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,8 +285,12 @@ fn parse_ratio(text: &str) -> Result<f64, String> {
 }
 
 fn parse_resource_attributes(text: &str) -> Result<ResourceAttributes, String> {
-    let pairs = text
-        .split(',')
+    key_value_pairs(text).map(ResourceAttributes)
+}
+
+/// `key=value,key=value`, spaces around each part ignored.
+fn key_value_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.split(',')
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
         .map(|pair| match pair.split_once('=') {
@@ -266,17 +299,44 @@ fn parse_resource_attributes(text: &str) -> Result<ResourceAttributes, String> {
             }
             _ => Err(format!("expected key=value, got {pair:?}")),
         })
-        .collect::<Result<_, _>>()?;
-    Ok(ResourceAttributes(pairs))
+        .collect()
+}
+
+/// Parses the OTLP headers settings. A `TypedValueParser` of its own, not a function: clap
+/// puts the whole value into a function's error, and this value may hold an API key.
+#[derive(Clone)]
+struct OtlpHeadersParser(&'static str);
+
+impl clap::builder::TypedValueParser for OtlpHeadersParser {
+    type Value = OtlpHeaders;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<OtlpHeaders, clap::Error> {
+        let invalid = |why: String| {
+            let message = format!("invalid value for {}: {why}\n", self.0);
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(cmd)
+        };
+        let text = value.to_str().ok_or_else(|| invalid("not UTF-8".into()))?;
+        parse_otlp_headers(text).map_err(invalid)
+    }
 }
 
 /// The W3C baggage form the OpenTelemetry specification gives `OTEL_EXPORTER_OTLP_HEADERS`:
 /// `key=value` pairs, values percent-encoded. A key or value gRPC cannot carry stops the
-/// process at start, rather than being left out of every export.
+/// process at start, rather than being left out of every export. Errors name the key, never
+/// the value.
 fn parse_otlp_headers(text: &str) -> Result<OtlpHeaders, String> {
+    let pairs = key_value_pairs(text).map_err(|_| "expected key=value pairs".to_string())?;
     let mut metadata = MetadataMap::new();
-    for (key, value) in parse_resource_attributes(text)?.0 {
-        let name = MetadataKey::from_bytes(key.to_ascii_lowercase().as_bytes())
+    for (key, value) in pairs {
+        if key.ends_with("-bin") {
+            return Err(format!("{key:?}: binary (-bin) metadata is not supported here"));
+        }
+        let name = MetadataKey::from_bytes(key.as_bytes())
             .map_err(|_| format!("{key:?} is not a gRPC metadata key"))?;
         let decoded = percent_encoding::percent_decode_str(&value)
             .decode_utf8()
@@ -322,6 +382,16 @@ fn jwks_file(text: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// The exporter speaks plaintext HTTP/2 only (a collector or agent beside the service, in its
+/// cluster): an `https://` collector would get nothing, so it stops the process at start.
+fn parse_otlp_endpoint(text: &str) -> Result<String, String> {
+    let url = parse_http_url(text)?;
+    if url.starts_with("https:") {
+        return Err("https:// needs TLS, which the span exporter does not have: use http://".into());
+    }
+    Ok(url)
+}
+
 fn parse_http_url(text: &str) -> Result<String, String> {
     let uri: http::Uri = text.parse().map_err(|e: http::uri::InvalidUri| e.to_string())?;
     match (uri.scheme_str(), uri.authority()) {
@@ -361,6 +431,11 @@ mod tests {
         assert!(parse_otlp_headers("bad key=1").is_err());
         assert!(parse_otlp_headers("key=line%0Abreak").is_err());
         assert!(parse_otlp_headers("").unwrap().0.is_empty());
+        assert!(parse_otlp_headers("token-bin=AAEC").is_err());
+        let refused = parse_otlp_headers("api-key=s3cret%0A").unwrap_err();
+        assert!(!refused.contains("s3cret"), "{refused}");
+        assert!(parse_otlp_endpoint("https://collector:4317").is_err());
+        assert!(parse_otlp_endpoint("http://collector:4317").is_ok());
         assert_eq!(parse_millis("2500"), Ok(Duration::from_millis(2500)));
         assert!(parse_millis("0").is_err());
         assert!(parse_millis("10s").is_err());

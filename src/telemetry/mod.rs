@@ -226,8 +226,8 @@ fn tracer_provider(config: &ServerConfig) -> SdkTracerProvider {
     };
     let exporter = otlp::OtlpSpanExporter::new(
         endpoint,
-        config.otel_exporter_otlp_headers.0.clone(),
-        config.otel_exporter_otlp_timeout,
+        config.otlp_traces_headers().clone(),
+        config.otlp_traces_timeout(),
     );
     match exporter {
         Ok(exporter) => builder.with_batch_exporter(exporter).build(),

@@ -110,6 +110,8 @@ fn span_message(out: &mut Wire, span: &SpanData) {
     }
     out.uint(14, span.links.dropped_count.into());
     out.message(15, |message| status(message, &span.status));
+    // Last, as prost writes fields in the order of their numbers, so the bytes are the same as
+    // opentelemetry-otlp's (any order decodes the same).
     out.fixed32(
         16,
         span_flags(span.parent_span_is_remote, context.trace_flags().to_u8()),
@@ -215,7 +217,8 @@ fn any_value(out: &mut Wire, value: &Value) {
         Value::I64(number) => out.varint_always(3, *number as u64),
         Value::F64(number) => out.fixed64_always(4, number.to_bits()),
         Value::Array(array) => out.message(5, |values| array_values(values, array)),
-        // Value is non-exhaustive: a kind this code does not know goes as an empty AnyValue.
+        // Value is non-exhaustive: a kind this code does not know goes as an empty AnyValue
+        // (opentelemetry-proto's conversion would panic on it).
         _ => {}
     }
 }
@@ -341,9 +344,15 @@ mod tests {
         }
     }
 
+    /// Our encoding, decoded; and checked to be, byte for byte, prost's encoding of what
+    /// opentelemetry-otlp would have sent (decoding alone would hide a duplicated field).
     fn ours(resource: &Resource, batch: &[SpanData]) -> ExportTraceServiceRequest {
         let bytes = export_request(&EncodedResource::new(resource), batch);
-        ExportTraceServiceRequest::decode(bytes.as_slice()).expect("our encoding decodes")
+        let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).expect("our encoding decodes");
+        if decoded == library_request(resource, batch) {
+            assert_eq!(bytes, decoded.encode_to_vec(), "the same message, other bytes");
+        }
+        decoded
     }
 
     /// A server span as a call makes it: a remote parent, the RPC attributes, an error status.
@@ -385,7 +394,13 @@ mod tests {
         let resource = Resource::builder_empty()
             .with_service_name("user-service")
             .build();
-        let batch = [server_span(), server_span()];
+        let mut long = server_span();
+        // Lengths of two and three bytes, in a value, its KeyValue and the span.
+        long.attributes
+            .push(KeyValue::new("rpc.request.body", "x".repeat(200)));
+        long.attributes
+            .push(KeyValue::new("exception.stacktrace", "y".repeat(20_000)));
+        let batch = [server_span(), long];
         assert_eq!(ours(&resource, &batch), library_request(&resource, &batch));
     }
 
@@ -398,7 +413,8 @@ mod tests {
     }
 
     fn value() -> impl Strategy<Value = Value> {
-        let text = || ".{0,12}".prop_map(|text: String| opentelemetry::StringValue::from(text));
+        // Short, and long enough for lengths of two bytes.
+        let text = || prop_oneof![".{0,12}", "[a-z]{120,140}"].prop_map(opentelemetry::StringValue::from);
         // Defaults included: a oneof's field is written even when it holds zero.
         let real = || prop_oneof![Just(0.0), -1e12..1e12_f64];
         let integer = || prop_oneof![Just(0_i64), any::<i64>()];

@@ -1,7 +1,7 @@
 //! Span export over OTLP/gRPC: the batch processor's exporter.
 //!
 //! Written here rather than taken from opentelemetry-otlp, for the cost per span (measured with
-//! callgrind, README *Benchmarks*): that exporter deep-copies each batch (kept for its retries),
+//! callgrind, README *Benchmark*): that exporter deep-copies each batch (kept for its retries),
 //! converts every span into opentelemetry-proto's owned messages (a `Vec` or `String` for each
 //! id, name, key and value, allocated on the export thread and freed on a tokio worker), and
 //! prost walks those twice to encode them. This one writes the same request straight from the
@@ -9,12 +9,17 @@
 //! conversion) and sends those bytes, as they are, on a retry.
 //!
 //! What it keeps of opentelemetry-otlp's behaviour: `OTEL_EXPORTER_OTLP_HEADERS` on every
-//! export, `OTEL_EXPORTER_OTLP_TIMEOUT` (10 s) for an export with its retries, and retries
-//! with backoff on the codes the OTLP specification calls transient.
+//! export, `OTEL_EXPORTER_OTLP_TIMEOUT` (10 s) for an export with its connection and retries,
+//! their `_TRACES_` forms (`crate::config`), and retries on the codes the OTLP specification
+//! calls transient, after the collector's `RetryInfo` delay or a backoff with jitter.
 
 mod encode;
 
-use std::time::{Duration, Instant};
+use std::{
+    fmt,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 use http::uri::PathAndQuery;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
@@ -27,6 +32,7 @@ use prost::{
     Message,
     bytes::{BufMut, Bytes},
 };
+use tokio::runtime::Handle;
 use tonic::{
     Code, Request, Status,
     client::Grpc,
@@ -34,51 +40,150 @@ use tonic::{
     metadata::MetadataMap,
     transport::{Channel, Endpoint},
 };
+use tonic_types::StatusExt;
 
 use encode::EncodedResource;
 
 const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-/// Retries after the first attempt, each after twice the wait before it.
+/// Retries after the first attempt.
 const RETRIES: u32 = 3;
+/// The wait before the first retry; each next one waits twice as long, plus up to half again
+/// at random, so that a fleet restarted together does not retry together.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Sends each batch of spans to an OTLP/gRPC collector.
-#[derive(Debug)]
 pub struct OtlpSpanExporter {
+    endpoint: String,
     grpc: Grpc<Channel>,
     headers: MetadataMap,
     timeout: Duration,
     resource: EncodedResource,
-    shut_down: std::sync::atomic::AtomicBool,
+    /// Where each export runs (see `export`).
+    runtime: Handle,
+    shut_down: AtomicBool,
 }
 
 impl OtlpSpanExporter {
     /// An exporter to `endpoint` (`http://host:port`); it connects on its first export. Call
-    /// inside the tokio runtime: the connection runs on it.
+    /// inside the tokio runtime: the connection and every export run on it.
     pub fn new(endpoint: &str, headers: MetadataMap, timeout: Duration) -> Result<Self, String> {
-        let endpoint = Endpoint::from_shared(endpoint.to_owned()).map_err(|e| e.to_string())?;
-        if endpoint.uri().scheme_str() == Some("https") {
-            return Err("https needs TLS, which this build's exporter does not have".into());
-        }
-        let channel = endpoint.timeout(timeout).connect_lazy();
+        let runtime = Handle::try_current().map_err(|error| error.to_string())?;
+        let channel = Endpoint::from_shared(endpoint.to_owned())
+            .and_then(|e| e.user_agent(concat!("meshwork/", env!("CARGO_PKG_VERSION"))))
+            .map_err(|error| error.to_string())?
+            .connect_timeout(timeout)
+            .connect_lazy();
         Ok(OtlpSpanExporter {
+            endpoint: endpoint.to_owned(),
             grpc: Grpc::new(channel),
             headers,
             timeout,
             resource: EncodedResource::default(),
-            shut_down: Default::default(),
+            runtime,
+            shut_down: AtomicBool::new(false),
         })
     }
+}
 
-    async fn send(&self, body: Bytes, remaining: Duration) -> Result<(), Status> {
-        let mut grpc = self.grpc.clone();
-        grpc.ready()
+impl fmt::Debug for OtlpSpanExporter {
+    /// Header names only: a value may be a collector's API key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<_> = self.headers.keys().collect();
+        f.debug_struct("OtlpSpanExporter")
+            .field("endpoint", &self.endpoint)
+            .field("headers", &headers)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpanExporter for OtlpSpanExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        if self.shut_down.load(Ordering::Relaxed) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        let body = Bytes::from(encode::export_request(&self.resource, &batch));
+        // The spans are freed now, not after the collector's answer and any retries.
+        drop(batch);
+        let attempts = Attempts {
+            grpc: self.grpc.clone(),
+            headers: self.headers.clone(),
+            body,
+            deadline: Instant::now() + self.timeout,
+        };
+        let timeout = self.timeout;
+        // The batch processor calls this from a thread of its own. On the runtime, tokio's
+        // timer bounds the whole export, connecting and retries included, and paces the
+        // retries without holding up a thread the runtime needs.
+        let export = async move {
+            match tokio::time::timeout(timeout, attempts.run()).await {
+                Ok(answer) => answer.map_err(|status| describe(&status)),
+                Err(_) => Err(format!("no answer within {timeout:?}")),
+            }
+        };
+        match self.runtime.spawn(export).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(OTelSdkError::InternalFailure(format!(
+                "OTLP export failed: {why}"
+            ))),
+            Err(_) => Err(OTelSdkError::InternalFailure(
+                "OTLP export failed: the runtime is shutting down".into(),
+            )),
+        }
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        if self.shut_down.swap(true, Ordering::Relaxed) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        Ok(())
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.resource = EncodedResource::new(resource);
+    }
+}
+
+/// One batch's request, sent until the collector takes it, refuses it, or the retries run out.
+struct Attempts {
+    grpc: Grpc<Channel>,
+    headers: MetadataMap,
+    body: Bytes,
+    deadline: Instant,
+}
+
+impl Attempts {
+    async fn run(mut self) -> Result<(), Status> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut retries = 0;
+        loop {
+            let Err(status) = self.send().await else {
+                return Ok(());
+            };
+            let wait = match retry(&status) {
+                Retry::After(delay) => delay,
+                Retry::Backoff => jittered(backoff),
+                Retry::No => return Err(status),
+            };
+            if retries == RETRIES {
+                return Err(status);
+            }
+            tokio::time::sleep(wait).await;
+            backoff *= 2;
+            retries += 1;
+        }
+    }
+
+    async fn send(&mut self) -> Result<(), Status> {
+        self.grpc
+            .ready()
             .await
             .map_err(|error| Status::unavailable(error.to_string()))?;
-        let mut request = Request::new(body);
+        let mut request = Request::new(self.body.clone());
         *request.metadata_mut() = self.headers.clone();
-        request.set_timeout(remaining);
-        let response = grpc
+        request.set_timeout(self.deadline.saturating_duration_since(Instant::now()));
+        let response = self
+            .grpc
             .unary(request, PathAndQuery::from_static(EXPORT), EncodedRequest)
             .await?;
         // The collector took the request but not every span in it: the specification says
@@ -96,68 +201,51 @@ impl OtlpSpanExporter {
     }
 }
 
-impl SpanExporter for OtlpSpanExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        if self.shut_down.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(OTelSdkError::AlreadyShutdown);
-        }
-        let body = Bytes::from(encode::export_request(&self.resource, &batch));
-        drop(batch);
-        let deadline = Instant::now() + self.timeout;
-        let mut backoff = FIRST_BACKOFF;
-        let mut retries = 0;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let Err(status) = self.send(body.clone(), remaining).await else {
-                return Ok(());
-            };
-            let out_of_time = backoff >= deadline.saturating_duration_since(Instant::now());
-            if retries == RETRIES || out_of_time || !transient(status.code()) {
-                // The code only: a collector's message may echo the request's headers.
-                return Err(OTelSdkError::InternalFailure(format!(
-                    "OTLP export failed: {:?}",
-                    status.code()
-                )));
-            }
-            pause(backoff).await;
-            backoff *= 2;
-            retries += 1;
-        }
-    }
-
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        if self.shut_down.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            return Err(OTelSdkError::AlreadyShutdown);
-        }
-        Ok(())
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.resource = EncodedResource::new(resource);
-    }
+/// Whether to send a request again after `status`, and when.
+enum Retry {
+    /// Not one of the codes the OTLP specification calls transient.
+    No,
+    /// After the collector's own delay (`google.rpc.RetryInfo`).
+    After(Duration),
+    /// After a backoff of our own.
+    Backoff,
 }
 
-/// The codes the OTLP specification says to retry (RESOURCE_EXHAUSTED only with a retry
-/// hint, which this does not read).
-fn transient(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Cancelled
+/// RESOURCE_EXHAUSTED is retried only when the collector says when (the specification).
+fn retry(status: &Status) -> Retry {
+    let asked = status.get_details_retry_info().and_then(|info| info.retry_delay);
+    match (status.code(), asked) {
+        (Code::ResourceExhausted, Some(delay)) => Retry::After(delay),
+        (Code::ResourceExhausted, None) => Retry::No,
+        (
+            Code::Cancelled
             | Code::DeadlineExceeded
             | Code::Aborted
             | Code::OutOfRange
             | Code::Unavailable
-            | Code::DataLoss
-    )
+            | Code::DataLoss,
+            asked,
+        ) => asked.map_or(Retry::Backoff, Retry::After),
+        _ => Retry::No,
+    }
 }
 
-/// The batch processor runs exports on a thread of its own, outside the runtime, where a
-/// blocking wait holds up nothing else; inside a runtime, tokio's timer.
-async fn pause(duration: Duration) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(_) => tokio::time::sleep(duration).await,
-        Err(_) => std::thread::sleep(duration),
+/// `backoff` plus up to half of it again, at random.
+fn jittered(backoff: Duration) -> Duration {
+    backoff + backoff.mul_f64(fastrand::f64() / 2.0)
+}
+
+/// The code, and for a failure of our own side (no connection, a refused connect) its cause.
+/// Not the collector's message: it may echo the request's headers.
+fn describe(status: &Status) -> String {
+    let mut text = format!("{:?}", status.code());
+    let mut cause = std::error::Error::source(status);
+    while let Some(error) = cause {
+        text.push_str(": ");
+        text.push_str(&error.to_string());
+        cause = error.source();
     }
+    text
 }
 
 /// The request's bytes as they are, already encoded; the response decoded by prost.
@@ -214,6 +302,7 @@ mod tests {
     };
     use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
     use tonic::metadata::MetadataValue;
+    use tonic_types::ErrorDetails;
 
     use super::*;
 
@@ -221,7 +310,7 @@ mod tests {
     /// what it was sent.
     #[derive(Clone, Default)]
     struct Collector {
-        answers: Arc<Mutex<Vec<Code>>>,
+        answers: Arc<Mutex<Vec<Status>>>,
         received: Arc<Mutex<Vec<(MetadataMap, ExportTraceServiceRequest)>>>,
     }
 
@@ -235,14 +324,14 @@ mod tests {
             self.received.lock().unwrap().push((metadata, message));
             let answer = self.answers.lock().unwrap().pop();
             match answer {
-                Some(code) => Err(Status::new(code, "not now")),
+                Some(status) => Err(status),
                 None => Ok(tonic::Response::new(ExportTraceServiceResponse::default())),
             }
         }
     }
 
     /// A collector on a loopback port, answering `answers` in turn.
-    async fn collector(mut answers: Vec<Code>) -> (Collector, String) {
+    async fn collector(mut answers: Vec<Status>) -> (Collector, String) {
         answers.reverse();
         let collector = Collector {
             answers: Arc::new(Mutex::new(answers)),
@@ -304,7 +393,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_arrives_with_its_headers_after_transient_failures() {
-        let (collector, url) = collector(vec![Code::Unavailable, Code::Unavailable]).await;
+        let unavailable = || Status::unavailable("restarting");
+        let (collector, url) = collector(vec![unavailable(), unavailable()]).await;
         let batch = vec![span("hello.v1.HelloService/SayHello"), span("second")];
 
         exporter(&url)
@@ -322,7 +412,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_the_collector_refuses_is_not_sent_again() {
-        let (collector, url) = collector(vec![Code::InvalidArgument]).await;
+        let (collector, url) = collector(vec![Status::invalid_argument("bad span")]).await;
 
         let result = exporter(&url).export(vec![span("refused")]).await;
 
@@ -338,5 +428,46 @@ mod tests {
 
         assert!(exporter.export(vec![span("late")]).await.is_err());
         assert!(collector.received.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn resource_exhausted_is_sent_again_only_when_the_collector_says_when() {
+        let later = ErrorDetails::with_retry_info(Some(Duration::from_millis(10)));
+        let (collector, url) = collector(vec![
+            Status::with_error_details(Code::ResourceExhausted, "busy", later),
+            Status::resource_exhausted("full"),
+        ])
+        .await;
+
+        let result = exporter(&url).export(vec![span("busy")]).await;
+
+        assert!(result.is_err(), "the second answer gave no delay: not retried");
+        assert_eq!(collector.received.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_export_to_a_collector_that_never_answers_ends_at_the_timeout() {
+        // Accepts connections and never speaks HTTP/2.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mut exporter =
+            OtlpSpanExporter::new(&url, MetadataMap::new(), Duration::from_millis(300)).unwrap();
+        exporter.set_resource(&Resource::builder_empty().build());
+
+        let bounded = tokio::time::timeout(Duration::from_secs(20), exporter.export(vec![span("lost")]));
+        let result = bounded.await.expect("the export's own timeout ends it first");
+
+        assert!(result.unwrap_err().to_string().contains("no answer within"));
+        drop(listener);
+    }
+
+    #[tokio::test]
+    async fn the_exporter_never_prints_a_header_value() {
+        let exporter = exporter("http://127.0.0.1:4317");
+        let printed = format!("{exporter:?}");
+        assert!(
+            printed.contains("api-key") && !printed.contains("s3cret"),
+            "{printed}"
+        );
     }
 }
