@@ -1,10 +1,11 @@
 //! A batch of spans as an OTLP `ExportTraceServiceRequest`, written straight from the SDK's
 //! [`SpanData`] into one buffer with prost's wire primitives.
 //!
-//! The message is the one opentelemetry-proto's conversion builds (`group_spans_by_resource_and_scope`,
-//! what opentelemetry-otlp sends): the test below decodes this encoding with opentelemetry-proto's
-//! types and compares it with that conversion, span by span and field by field.
-//! Field numbers: opentelemetry-proto's `opentelemetry/proto/{collector/trace,trace,common,resource}/v1`.
+//! The message is the one opentelemetry-proto's conversion builds
+//! (`group_spans_by_resource_and_scope`, what opentelemetry-otlp sends): the tests below decode
+//! this encoding with opentelemetry-proto's types, compare it with that conversion field by
+//! field, and its bytes with prost's encoding of it. Field numbers: opentelemetry-proto's
+//! `opentelemetry/proto/{collector/trace,trace,common,resource}/v1`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
