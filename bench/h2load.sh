@@ -4,7 +4,8 @@
 # h2load to core 1 (taskset), in two shapes: 52 streams (4 connections x 13) and 1 stream.
 # Rows: bare tonic; hello-service as configured by default (access log at info); with
 # RUST_LOG=warn; with every span sampled and exported to a local OTLP/gRPC receiver
-# (`meshwork-bench sink`, on core 1 with h2load). For each: req/s, CPU per call, the 1-stream
+# (`meshwork-bench sink`, on core 1 with h2load); bare tonic on the single-threaded scheduler,
+# which the services pick on one CPU (a reference row). For each: req/s, CPU per call, the 1-stream
 # p99, idle RSS, and start-to-SERVING (`meshwork-bench startup`).
 #
 # Rounds, because this machine's speed drifts by tens of percent within minutes: all four
@@ -165,6 +166,10 @@ define hello "hello-service (access log at info)" 20071 health "$HELLO_BIN"
 define hello-warn "hello-service, RUST_LOG=warn" 20081 health env RUST_LOG=warn "$HELLO_BIN"
 define hello-otel "hello-service, span export on (always_on)" 20091 health \
   env OTEL_EXPORTER_OTLP_ENDPOINT="http://$SINK_ADDR" OTEL_TRACES_SAMPLER=always_on "$HELLO_BIN"
+# For reference, not a target: bare tonic on the scheduler the services choose on one CPU
+# (tokio's single-threaded one; the baseline keeps `#[tokio::main]`'s, as bare tonic has it),
+# so that the table shows what the scheduler is worth and what the stack costs on top of it.
+define bare-1 "bare tonic, single-threaded scheduler (reference)" 20101 say-hello env WORKER_THREADS=1 "$BIN/bare-hello"
 
 # 1. Start-up, each server alone: median of 5 starts to SERVING.
 start_sink

@@ -89,10 +89,13 @@ trap cleanup EXIT
 bench() { LLVM_PROFILE_FILE="$WORK/load-%p.profraw" "$TRAIN_BIN/meshwork-bench" "$@"; }
 
 # serve NAME BINARY PROBE [ENV=VALUE...]: starts BINARY on the next port, waits until ready.
+# The services on one thread, as on one CPU (the manifests' limit, and how make bench pins
+# them): the single-threaded scheduler is the one trained. Bare tonic is trained on both
+# (its baseline keeps #[tokio::main]'s scheduler: WORKER_THREADS= empty).
 serve() {
   local name=$1 binary=$2 probe=$3; shift 3
   PORT=$((PORT + 2))
-  env "$@" DATABASE_URL="sqlite://$WORK/$name.sqlite" LISTEN_ADDR=127.0.0.1:$PORT \
+  env WORKER_THREADS=1 "$@" DATABASE_URL="sqlite://$WORK/$name.sqlite" LISTEN_ADDR=127.0.0.1:$PORT \
     METRICS_ADDR=127.0.0.1:$((PORT + 1)) "$TRAIN_BIN/$binary" >"$WORK/$name.log" 2>&1 &
   pids+=($!)
   bench ready --target "http://127.0.0.1:$PORT" --probe "$probe" --timeout 30s \
@@ -125,7 +128,9 @@ train_profile() {
   local sink_addr=127.0.0.1:$((PORT - 1))
   LLVM_PROFILE_FILE="$WORK/sink-%p.profraw" "$TRAIN_BIN/meshwork-bench" sink --listen "$sink_addr" 2>/dev/null &
   pids+=($!)
-  serve bare bare-hello say-hello
+  serve bare bare-hello say-hello WORKER_THREADS=
+  train say-hello "http://127.0.0.1:$PORT"
+  serve bare-1 bare-hello say-hello
   train say-hello "http://127.0.0.1:$PORT"
   serve hello hello-service health
   train say-hello "http://127.0.0.1:$PORT"

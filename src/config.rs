@@ -61,6 +61,12 @@ pub struct ServerConfig {
     #[arg(long, env = "MAX_CONNECTION_IDLE", default_value = "5m", value_parser = parse_positive_duration)]
     pub max_connection_idle: Duration,
 
+    /// Threads that run calls; unset: one per CPU the process may use (its CPU affinity and
+    /// cgroup quota). With one, calls run on a single-threaded scheduler (see
+    /// `server::runtime`).
+    #[arg(long, env = "WORKER_THREADS")]
+    pub worker_threads: Option<std::num::NonZeroUsize>,
+
     /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = parse_log_filter)]
     pub rust_log: String,

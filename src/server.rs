@@ -170,6 +170,31 @@ impl GrpcServices {
     }
 }
 
+/// The tokio runtime a service runs on: `WORKER_THREADS` threads, by default one per CPU
+/// the process may use (`std::thread::available_parallelism`: its CPU affinity and cgroup
+/// quota). With one, the scheduler is tokio's single-threaded one, as linkerd2-proxy's is on
+/// one core: a multi-threaded runtime with a single worker still pays for work stealing
+/// (atomics on every task wake-up, the shared injection queue) and gains nothing by it.
+/// Blocking work goes to `spawn_blocking` or threads of its own either way.
+pub fn runtime(config: &ServerConfig) -> tokio::runtime::Runtime {
+    let threads = config
+        .worker_threads
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, usize::from);
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder
+        .thread_name("meshwork-worker")
+        .enable_all()
+        .build()
+        .expect("cannot start the tokio runtime")
+}
+
 /// The life of a service process after its own set-up: binds the gRPC and metrics
 /// addresses, serves until `shutdown` is cancelled, drains, and flushes telemetry. Used by
 /// every service's `main`; the exit code is what the process should return.

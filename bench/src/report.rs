@@ -229,7 +229,7 @@ fn sayhello_table(rows: &[SayHelloRow], machine: &Machine) -> String {
             rp99 = ratio(&row.p99_1_us),
             rss = row.idle_rss_kib / 1024.0,
             ready = row.ready_ms,
-            mark = if row.is_bare() { "¹" } else { "" },
+            mark = if row.server.starts_with("bare") { "¹" } else { "" },
         );
     }
     let first = &servers[0];

@@ -109,6 +109,9 @@ impl Spawn {
             .env("METRICS_ADDR", "127.0.0.1:0")
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
+            // The shape the manifests deploy (one CPU per pod: the single-threaded
+            // scheduler); a test that wants more threads sets its own.
+            .env("WORKER_THREADS", "1")
             .envs(self.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -141,6 +144,11 @@ fn collect_lines(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<Ve
 }
 
 impl Service {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.grpc_addr)

@@ -47,6 +47,7 @@ fn a_malformed_setting_exits_2_with_one_line_naming_it() {
         ),
         ("hello-service", "MAX_MESSAGE_BYTES", "-1", "--max-message-bytes"),
         ("hello-service", "LOG_FORMAT", "xml", "--log-format"),
+        ("hello-service", "WORKER_THREADS", "0", "--worker-threads"),
         (
             "hello-service",
             "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -211,4 +212,32 @@ async fn a_connection_idle_past_the_limit_is_closed_by_the_server() {
         matches!(closed, Ok(Ok(()))),
         "the server closes the idle connection cleanly: {closed:?}"
     );
+}
+
+/// The names of the process's threads (Linux: `/proc/<pid>/task/*/comm`).
+fn thread_names(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn worker_threads_sets_the_threads_that_run_calls() {
+    for (setting, workers) in [("1", 0), ("3", 3)] {
+        let hello = Spawn::new("hello-service").env("WORKER_THREADS", setting).start();
+        let reply = hello
+            .hello()
+            .await
+            .say_hello(meshwork_proto::hello::v1::SayHelloRequest { name: "Ada".into() })
+            .await
+            .unwrap();
+        assert_eq!(reply.into_inner().message, "Hello, Ada!");
+        // The runtime's threads are named (`server::runtime`); with one thread the calls run
+        // on the main thread (the single-threaded scheduler) and there is no worker.
+        let names = thread_names(hello.pid());
+        let running = names.iter().filter(|name| *name == "meshwork-worker").count();
+        assert_eq!(running, workers, "WORKER_THREADS={setting}: threads {names:?}");
+    }
 }

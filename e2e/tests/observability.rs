@@ -51,8 +51,11 @@ async fn place_a_traced_order(user: &Service, order: &Service) {
 #[tokio::test]
 async fn one_create_order_is_one_trace_across_both_services() {
     let (receiver, endpoint) = OtlpReceiver::start().await;
+    // Both schedulers: User on tokio's multi-threaded one, Order on the single-threaded
+    // one (the default on one CPU), which must also flush its spans at exit.
     let mut user = Spawn::new("user-service")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("WORKER_THREADS", "2")
         .start();
     let mut order = Spawn::new("order-service")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)

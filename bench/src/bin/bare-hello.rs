@@ -31,8 +31,19 @@ impl HelloService for Greeter {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// `#[tokio::main]`'s runtime, as a bare tonic server has it; `WORKER_THREADS=1` gives it
+/// the services' scheduler on one CPU (the single-threaded one), for the reference row of
+/// `make bench` that shows what the scheduler alone is worth.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut runtime = if std::env::var("WORKER_THREADS").is_ok_and(|threads| threads == "1") {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    runtime.enable_all().build()?.block_on(serve())
+}
+
+async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:50061".into());
     let addr = addr.parse()?;
     println!("listening on {addr}");

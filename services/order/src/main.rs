@@ -139,9 +139,12 @@ const DEFAULTS: Defaults = Defaults {
     metrics_addr: "0.0.0.0:9103",
 };
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config: Config = config::parse_or_exit(DEFAULTS);
+    server::runtime(&config.server).block_on(serve(config))
+}
+
+async fn serve(config: Config) -> ExitCode {
     let telemetry = telemetry::init(&config.server);
     let shutdown = shutdown::on_signal();
     let user_channel = match config.user_channel(&shutdown) {
