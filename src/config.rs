@@ -62,8 +62,8 @@ pub struct ServerConfig {
     pub max_connection_idle: Duration,
 
     /// Threads that run calls; unset: one per CPU the process may use (its CPU affinity and
-    /// cgroup quota). With one, calls run on a single-threaded scheduler (see
-    /// `server::runtime`).
+    /// cgroup quota, rounded down, at least one). With one, calls run on a single-threaded
+    /// scheduler (see `server::runtime`); the "listening" line says which.
     #[arg(long, env = "WORKER_THREADS")]
     pub worker_threads: Option<std::num::NonZeroUsize>,
 

@@ -172,7 +172,7 @@ impl GrpcServices {
 
 /// The tokio runtime a service runs on: `WORKER_THREADS` threads, by default one per CPU
 /// the process may use (`std::thread::available_parallelism`: its CPU affinity and cgroup
-/// quota). With one, the scheduler is tokio's single-threaded one, as linkerd2-proxy's is on
+/// quota, rounded down, at least one; tokio's own `TOKIO_WORKER_THREADS` is not read). With one, the scheduler is tokio's single-threaded one, as linkerd2-proxy's is on
 /// one core: a multi-threaded runtime with a single worker still pays for work stealing
 /// (atomics on every task wake-up, the shared injection queue) and gains nothing by it.
 /// Blocking work goes to `spawn_blocking` or threads of its own either way.
@@ -189,10 +189,19 @@ pub fn runtime(config: &ServerConfig) -> tokio::runtime::Runtime {
         builder
     };
     builder
-        .thread_name("meshwork-worker")
         .enable_all()
         .build()
         .expect("cannot start the tokio runtime")
+}
+
+/// The scheduler this runtime has (tokio's name for it) and how many threads run calls.
+fn scheduler() -> (&'static str, usize) {
+    let runtime = tokio::runtime::Handle::current();
+    let scheduler = match runtime.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => "current_thread",
+        _ => "multi_thread",
+    };
+    (scheduler, runtime.metrics().num_workers())
 }
 
 /// The life of a service process after its own set-up: binds the gRPC and metrics
@@ -299,7 +308,8 @@ pub async fn serve(
 
     let stack = server_stack(config, security.authenticator, access_log, routes);
     let port = Port::new(config, &listener, config.listen_addr, security.tls)?;
-    tracing::info!(grpc_addr = %port.local_addr, tls = port.tls.is_some(), "listening");
+    let (scheduler, worker_threads) = scheduler();
+    tracing::info!(grpc_addr = %port.local_addr, tls = port.tls.is_some(), scheduler, worker_threads, "listening");
     accept_connections(port, listener, stack, connections.clone(), shutdown.clone()).await;
 
     stop_serving(health, services.name).await;

@@ -214,19 +214,10 @@ async fn a_connection_idle_past_the_limit_is_closed_by_the_server() {
     );
 }
 
-/// The names of the process's threads (Linux: `/proc/<pid>/task/*/comm`).
-fn thread_names(pid: u32) -> Vec<String> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
-    tasks
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .map(|name| name.trim().to_owned())
-        .collect()
-}
-
 #[tokio::test]
 async fn worker_threads_sets_the_threads_that_run_calls() {
-    for (setting, workers) in [("1", 0), ("3", 3)] {
-        let hello = Spawn::new("hello-service").env("WORKER_THREADS", setting).start();
+    for (setting, scheduler, threads) in [("1", "current_thread", 1), ("3", "multi_thread", 3)] {
+        let mut hello = Spawn::new("hello-service").env("WORKER_THREADS", setting).start();
         let reply = hello
             .hello()
             .await
@@ -234,10 +225,12 @@ async fn worker_threads_sets_the_threads_that_run_calls() {
             .await
             .unwrap();
         assert_eq!(reply.into_inner().message, "Hello, Ada!");
-        // The runtime's threads are named (`server::runtime`); with one thread the calls run
-        // on the main thread (the single-threaded scheduler) and there is no worker.
-        let names = thread_names(hello.pid());
-        let running = names.iter().filter(|name| *name == "meshwork-worker").count();
-        assert_eq!(running, workers, "WORKER_THREADS={setting}: threads {names:?}");
+        // What the service says it runs on, at start-up.
+        let listening = hello.wait_for_log("listening");
+        assert_eq!(
+            (&listening["scheduler"], &listening["worker_threads"]),
+            (&serde_json::json!(scheduler), &serde_json::json!(threads)),
+            "WORKER_THREADS={setting}: {listening}"
+        );
     }
 }

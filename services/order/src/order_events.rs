@@ -117,6 +117,9 @@ impl OrderEvents {
                         self.send(event);
                     }
                     if full {
+                        // Catching up page after page never waits on the database (SQLite
+                        // reads are answered at once): leave the other tasks their turn.
+                        tokio::task::consume_budget().await;
                         continue;
                     }
                 }
@@ -325,6 +328,8 @@ impl Replay {
     async fn next(&mut self) -> Result<Option<Arc<FeedEvent>>, sqlx::Error> {
         loop {
             if self.page.is_empty() {
+                // As in `read_from`: a replay that matches nothing reads page after page.
+                tokio::task::consume_budget().await;
                 self.page = self.outbox.after(&self.db, self.after, PAGE).await?.into();
             }
             let Some(row) = self.page.pop_front() else {
