@@ -16,7 +16,7 @@ COPY . .
 # change to our code rebuilds our crates only.
 # The build is profile-guided (scripts/pgo.sh): an instrumented build, a few seconds of
 # benchmark calls to each service on loopback, then the release build with that profile,
-# 1.4-1.7x the calls per core of a plain release build (README, Benchmarks). It needs
+# 1.4-1.7x the calls per core of a plain release build (docs/performance-log.md). It needs
 # rustup's llvm-tools (the script adds it) and twice the build time; `--build-arg PGO=0`
 # builds plainly.
 # The binaries are copied by name (not `target/release/*-service`): the cached target folder
@@ -47,7 +47,7 @@ USER 65532:65532
 # glibc keeps up to 7 freed blocks of each size per thread for reuse without locking (its
 # tcache); 64 here. A CreateOrder frees and allocates some 29 blocks of 1 KiB at once (SQLite's
 # savepoint journal) and tonic, h2 and tokio free blocks in bursts too: with 7, most took
-# malloc's slow path. Measured with callgrind (README, Benchmarks): CreateOrder -6.7%
+# malloc's slow path. Measured with callgrind (docs/performance-log.md): CreateOrder -6.7%
 # instructions, SayHello -2.3%. make run and make bench read this line
 # (scripts/glibc-tunables.sh); a value set for the container wins.
 ENV GLIBC_TUNABLES=glibc.malloc.tcache_count=64

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The release build, profile-guided (PGO): what the image ships and what `make bench`
 # measures. On this kind of machine it makes bare tonic and the services alike 1.4-1.7x as
-# fast as `cargo build --release` (README, Benchmarks): the code a call runs is laid out
+# fast as `cargo build --release` (docs/performance-log.md): the code a call runs is laid out
 # together and inlined where the calls go, and a call's cost here is mostly instruction-cache
 # and branch misses, not instructions.
 #
@@ -28,7 +28,7 @@
 # across the packages of one invocation, and the services' dependencies turn on features bare
 # tonic would not have on its own: sqlx-core turns on `tracing`'s `log`, and bare tonic,
 # which installs no subscriber, then sends every span of h2, hyper and tonic through the
-# `log` fallback's checks (29% more instructions per call, README, Benchmarks). The services
+# `log` fallback's checks (29% more instructions per call, docs/performance-log.md). The services
 # are built together, as the image builds them.
 # A profile older than the code is harmless: a function that changed is built as without PGO.
 set -euo pipefail

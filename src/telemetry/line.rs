@@ -127,7 +127,7 @@ fn hex<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
 /// as tracing-subscriber's default format prints it, written more cheaply: when the access
 /// line was an event, the default format's field styling (a no-op `Style` per name and `=`
 /// when not on a terminal) and `Debug`-escaping of every string, character by character,
-/// cost more than the rest of a call's middleware (callgrind; README, Benchmarks). A value
+/// cost more than the rest of a call's middleware (callgrind; docs/performance-log.md). A value
 /// that needs quoting (a space, a quote, a control character) is still printed as `Debug`
 /// prints it.
 pub(super) struct TextLine;

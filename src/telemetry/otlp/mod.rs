@@ -1,7 +1,7 @@
 //! Span export over OTLP/gRPC: the batch processor's exporter.
 //!
 //! Written here rather than taken from opentelemetry-otlp, for the cost per span (measured with
-//! callgrind, README *Benchmark*): that exporter deep-copies each batch (kept for its retries),
+//! callgrind, docs/performance-log.md): that exporter deep-copies each batch (kept for its retries),
 //! converts every span into opentelemetry-proto's owned messages (a `Vec` or `String` for each
 //! id, name, key and value, allocated on the export thread and freed on a tokio worker), and
 //! prost walks those twice to encode them. This one writes the same request straight from the
