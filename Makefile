@@ -102,6 +102,8 @@ test: tools $(CLIENT_PY) $(K8S_CHECKS) ## unit, integration and end-to-end tests
 		$(TEST_ENV) $(CARGO) test --workspace; \
 		echo "MESHWORK_TEST_POSTGRES_URL is not set: the suite ran on SQLite only, the PostgreSQL-only tests are ignored"; \
 	fi; \
+	echo "== the services' suites again on the multi-threaded scheduler (above: one thread, as on one CPU)"; \
+	$(TEST_ENV) MESHWORK_TEST_WORKER_THREADS=2 $(CARGO) test -p meshwork-e2e --test hello --test user --test order --test resilience --test lifecycle; \
 	if [ -n "$$MESHWORK_TEST_NATS_URL" ]; then \
 		echo "== the tests that need NATS (module nats::), on SQLite"; \
 		skip=$$([ -n "$$MESHWORK_TEST_POSTGRES_URL" ] || echo "--skip nats::postgres::"); \

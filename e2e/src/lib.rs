@@ -110,8 +110,9 @@ impl Spawn {
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             // The shape the manifests deploy (one CPU per pod: the single-threaded
-            // scheduler); a test that wants more threads sets its own.
-            .env("WORKER_THREADS", "1")
+            // scheduler), unless the run says otherwise (`make test` runs the services'
+            // suites once more with 2); a test that wants its own number sets it.
+            .env("WORKER_THREADS", worker_threads())
             .envs(self.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -133,6 +134,11 @@ impl Spawn {
         service.grpc_addr = service.address_in_log("listening", "grpc_addr");
         service
     }
+}
+
+/// The `WORKER_THREADS` a service gets: `MESHWORK_TEST_WORKER_THREADS`, by default 1.
+fn worker_threads() -> String {
+    std::env::var("MESHWORK_TEST_WORKER_THREADS").unwrap_or_else(|_| "1".to_owned())
 }
 
 fn collect_lines(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
