@@ -172,10 +172,12 @@ impl GrpcServices {
 
 /// The tokio runtime a service runs on: `WORKER_THREADS` threads, by default one per CPU
 /// the process may use (`std::thread::available_parallelism`: its CPU affinity and cgroup
-/// quota, rounded down, at least one; tokio's own `TOKIO_WORKER_THREADS` is not read). With one, the scheduler is tokio's single-threaded one, as linkerd2-proxy's is on
-/// one core: a multi-threaded runtime with a single worker still pays for work stealing
-/// (atomics on every task wake-up, the shared injection queue) and gains nothing by it.
-/// Blocking work goes to `spawn_blocking` or threads of its own either way.
+/// quota, rounded down, at least one; tokio's own `TOKIO_WORKER_THREADS` is not read).
+///
+/// With one, the scheduler is tokio's single-threaded one, as linkerd2-proxy's is on one
+/// core: a multi-threaded runtime with a single worker still pays for work stealing (atomics
+/// on every task wake-up, the shared injection queue) and gains nothing by it. Blocking work
+/// goes to `spawn_blocking` or threads of its own either way.
 pub fn runtime(config: &ServerConfig) -> tokio::runtime::Runtime {
     let threads = config
         .worker_threads
@@ -309,7 +311,13 @@ pub async fn serve(
     let stack = server_stack(config, security.authenticator, access_log, routes);
     let port = Port::new(config, &listener, config.listen_addr, security.tls)?;
     let (scheduler, worker_threads) = scheduler();
-    tracing::info!(grpc_addr = %port.local_addr, tls = port.tls.is_some(), scheduler, worker_threads, "listening");
+    tracing::info!(
+        grpc_addr = %port.local_addr,
+        tls = port.tls.is_some(),
+        scheduler,
+        worker_threads,
+        "listening"
+    );
     accept_connections(port, listener, stack, connections.clone(), shutdown.clone()).await;
 
     stop_serving(health, services.name).await;

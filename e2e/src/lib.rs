@@ -150,11 +150,6 @@ fn collect_lines(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<Ve
 }
 
 impl Service {
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.grpc_addr)

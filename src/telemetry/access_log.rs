@@ -2,15 +2,15 @@
 //! (`layers::ServedCall`) straight into the log writer.
 //!
 //! Every other line is a `tracing` event; this one is not, because it is written for every
-//! call. As an event it went through the dispatcher, the per-layer filters, the field
-//! visitor and a look-up of the call's span for its ids: more instructions than the line's
-//! own text, and most of what the access log added to a SayHello (callgrind;
-//! docs/performance-log.md). It still reads exactly as the formatting layer writes an
-//! event, in text or JSON, with the call's `trace_id` and `span_id` first (written by the same pieces of
-//! `line`; a test holds the two side by side), and `RUST_LOG` still decides whether it is
-//! written, by its name, `meshwork::access`, as for any target. `RUST_LOG` is read once, at
-//! start-up; a span-scoped directive (`[name]=info`) selects no line here, as for every
-//! other line (the log output sees no spans).
+//! call. As an event it went through the dispatcher, the per-layer filters, the field visitor
+//! and a look-up of the call's span for its ids: more instructions than the line's own text,
+//! and most of what the access log added to a SayHello (callgrind; docs/performance-log.md). It
+//! still reads exactly as the formatting layer writes an event, in text or JSON, with the
+//! call's `trace_id` and `span_id` first (written by the same pieces of `line`; a test holds
+//! the two side by side), and `RUST_LOG` still decides whether it is written, by its name,
+//! `meshwork::access`, as for any target. `RUST_LOG` is read once, at start-up; a span-scoped
+//! directive (`[name]=info`) selects no line here, as for every other line (the log output sees
+//! no spans).
 
 use std::{cell::RefCell, io::Write as _, time::Duration};
 

@@ -123,13 +123,12 @@ fn hex<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
     std::str::from_utf8(out).expect("hex digits are ASCII")
 }
 
-/// The text line: `2026-12-02T02:11:23.127100Z  INFO meshwork::server: listening tls=false`,
-/// as tracing-subscriber's default format prints it, written more cheaply: when the access
-/// line was an event, the default format's field styling (a no-op `Style` per name and `=`
-/// when not on a terminal) and `Debug`-escaping of every string, character by character,
-/// cost more than the rest of a call's middleware (callgrind; docs/performance-log.md). A value
-/// that needs quoting (a space, a quote, a control character) is still printed as `Debug`
-/// prints it.
+/// The text line: `2026-12-02T02:11:23.127100Z  INFO meshwork::server: listening tls=false`, as
+/// tracing-subscriber's default format prints it, written more cheaply: when the access line
+/// was an event, the default format's field styling (a no-op `Style` per name and `=` when not
+/// on a terminal) and `Debug`-escaping of every string, character by character, cost more than
+/// the rest of a call's middleware (callgrind; docs/performance-log.md). A value that needs
+/// quoting (a space, a quote, a control character) is still printed as `Debug` prints it.
 pub(super) struct TextLine;
 
 impl<S, N> FormatEvent<S, N> for TextLine

@@ -1,12 +1,12 @@
 //! Span export over OTLP/gRPC: the batch processor's exporter.
 //!
 //! Written here rather than taken from opentelemetry-otlp, for the cost per span (measured with
-//! callgrind, docs/performance-log.md): that exporter deep-copies each batch (kept for its retries),
-//! converts every span into opentelemetry-proto's owned messages (a `Vec` or `String` for each
-//! id, name, key and value, allocated on the export thread and freed on a tokio worker), and
-//! prost walks those twice to encode them. This one writes the same request straight from the
-//! SDK's spans into one buffer ([`encode`]; a test compares it with opentelemetry-proto's own
-//! conversion) and sends those bytes, as they are, on a retry.
+//! callgrind, docs/performance-log.md): that exporter deep-copies each batch (kept for its
+//! retries), converts every span into opentelemetry-proto's owned messages (a `Vec` or `String`
+//! for each id, name, key and value, allocated on the export thread and freed on a tokio
+//! worker), and prost walks those twice to encode them. This one writes the same request
+//! straight from the SDK's spans into one buffer ([`encode`]; a test compares it with
+//! opentelemetry-proto's own conversion) and sends those bytes, as they are, on a retry.
 //!
 //! What it keeps of opentelemetry-otlp's behaviour: `OTEL_EXPORTER_OTLP_HEADERS` on every
 //! export, `OTEL_EXPORTER_OTLP_TIMEOUT` (10 s) for an export with its connection and retries,
